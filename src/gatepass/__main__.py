@@ -1,0 +1,3 @@
+from gatepass.cli import main
+
+main()

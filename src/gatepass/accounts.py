@@ -1,0 +1,190 @@
+"""Account operations: register, password login, sessions, logout, password change.
+
+This is policy, written against the store protocols; the HTTP server and the
+framework integrations call it and only translate requests and responses.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gatepass.authenticator import Identity
+from gatepass.errors import AuthenticationFailed, Conflict, InvalidRequest, NotFound, RateLimited
+from gatepass.metrics import Metrics
+from gatepass.passwords import PasswordHasher, PasswordPolicyError, normalise_password
+from gatepass.ratelimit import LoginThrottle
+from gatepass.sessions import IssuedSession, SessionManager
+from gatepass.stores.base import EmailTaken, SessionRecord, Store, UserRecord
+
+MAX_EMAIL_LENGTH = 254
+DEFAULT_ROLES = ("user",)
+#: Control, format (bidi overrides, zero-width), surrogate, private-use and unassigned.
+_FORBIDDEN_EMAIL_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
+INVALID_CREDENTIALS = "Invalid email or password."
+
+Clock = Callable[[], float]
+
+
+def normalise_email(raw: str) -> str:
+    """Trim, NFC and lower-case an email; raise :class:`ValueError` if it is not one."""
+    email = unicodedata.normalize("NFC", raw.strip()).lower()
+    if not email or len(email) > MAX_EMAIL_LENGTH:
+        raise ValueError("email must be 1 to 254 characters")
+    if any(unicodedata.category(ch) in _FORBIDDEN_EMAIL_CATEGORIES for ch in email):
+        raise ValueError("email contains invalid characters")
+    local, at, domain = email.rpartition("@")
+    if not at or not local or "@" in local or "." not in domain.strip("."):
+        raise ValueError("not an email address")
+    if domain.startswith(".") or domain.endswith(".") or ".." in domain:
+        raise ValueError("not an email address")
+    return email
+
+
+@dataclass(frozen=True, slots=True)
+class SessionView:
+    """A row of ``GET /auth/sessions``: public handle only, never a secret."""
+
+    id: str
+    kind: str
+    created_at: float
+    last_seen_at: float
+    ip: str | None
+    user_agent: str | None
+    current: bool
+
+
+class Accounts:
+    def __init__(
+        self,
+        store: Store,
+        hasher: PasswordHasher,
+        sessions: SessionManager,
+        throttle: LoginThrottle,
+        metrics: Metrics,
+        clock: Clock,
+    ) -> None:
+        self._store = store
+        self._hasher = hasher
+        self._sessions = sessions
+        self._throttle = throttle
+        self._metrics = metrics
+        self._clock = clock
+
+    async def register(self, email: str, password: str) -> UserRecord:
+        try:
+            email = normalise_email(email)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
+        try:
+            normalise_password(password)
+        except PasswordPolicyError as exc:
+            raise InvalidRequest(str(exc)) from None
+        password_hash = await self._hasher.hash(password)
+        try:
+            user = await self._store.create_user(email, password_hash, DEFAULT_ROLES, self._clock())
+        except EmailTaken:
+            raise Conflict("That email is already registered.") from None
+        self._metrics.registrations.inc()
+        return user
+
+    async def verify_password_login(self, email: str, password: str, ip: str | None) -> UserRecord:
+        """Check a password login under the throttle. Unknown email and wrong password
+        fail identically (same error, same time)."""
+        try:
+            account = normalise_email(email)
+        except ValueError:
+            account = None
+        throttle_key = account or email
+        try:
+            self._throttle.check(throttle_key, ip)
+        except RateLimited:
+            self._metrics.throttled.inc()
+            raise
+        user = await self._store.get_user_by_email(account) if account else None
+        if user is None:
+            result = await self._hasher.dummy_verify(password)
+        else:
+            result = await self._hasher.verify(user.password_hash, password)
+        if not result.ok or user is None:
+            self._metrics.logins.labels(result="failure").inc()
+            if self._throttle.record_failure(throttle_key):
+                self._metrics.lockouts.inc()
+            raise AuthenticationFailed(INVALID_CREDENTIALS)
+        self._throttle.record_success(throttle_key)
+        self._metrics.logins.labels(result="success").inc()
+        if result.needs_rehash:
+            await self._store.set_password_hash(user.id, await self._hasher.hash(password))
+        return user
+
+    async def start_web_session(
+        self,
+        user: UserRecord,
+        *,
+        presented_cookie: str | None,
+        ip: str | None,
+        user_agent: str | None,
+    ) -> IssuedSession:
+        """A fresh session for ``user``; whatever session the request carried dies first,
+        so an ID planted before login never becomes the victim's session."""
+        if await self._sessions.destroy_cookie(presented_cookie):
+            self._metrics.sessions_ended.inc()
+        issued = await self._sessions.create(user.id, ip=ip, user_agent=user_agent)
+        self._metrics.sessions_created.inc()
+        return issued
+
+    async def logout(self, identity: Identity) -> None:
+        if identity.session is not None and await self._sessions.destroy(identity.session):
+            self._metrics.sessions_ended.inc()
+
+    async def logout_all(self, identity: Identity) -> None:
+        ended = await self._store.delete_user_sessions(identity.user.id)
+        self._metrics.sessions_ended.inc(ended)
+
+    async def list_sessions(self, identity: Identity) -> list[SessionView]:
+        current = identity.session.handle if identity.session else None
+        return [
+            SessionView(
+                id=r.handle,
+                kind="web",
+                created_at=r.created_at,
+                last_seen_at=r.last_seen_at,
+                ip=r.ip,
+                user_agent=r.user_agent,
+                current=r.handle == current,
+            )
+            for r in await self._store.list_sessions(identity.user.id)
+        ]
+
+    async def end_session(self, identity: Identity, handle: str) -> None:
+        """End one of the caller's own sessions; any other id is 404 (no oracle)."""
+        if not await self._store.delete_session_by_handle(identity.user.id, handle):
+            raise NotFound("No such session.")
+        self._metrics.sessions_ended.inc()
+
+    async def change_password(
+        self, identity: Identity, current_password: str, new_password: str
+    ) -> IssuedSession | None:
+        """Set a new password, end every other session, and give the caller's session a
+        new ID (returned). Bearer callers get ``None``: they hold no session."""
+        try:
+            normalise_password(new_password)
+        except PasswordPolicyError as exc:
+            raise InvalidRequest(str(exc)) from None
+        result = await self._hasher.verify(identity.user.password_hash, current_password)
+        if not result.ok:
+            raise AuthenticationFailed("Current password is wrong.")
+        new_hash = await self._hasher.hash(new_password)
+        previous = await self._store.list_sessions(identity.user.id)
+        issued = None
+        replacement: SessionRecord | None = None
+        if identity.session is not None:
+            issued = self._sessions.regenerated(identity.session)
+            replacement = issued.record
+        await self._store.change_password(
+            identity.user.id, new_hash, replacement=replacement, now=self._clock()
+        )
+        ended = len(previous) - (1 if replacement is not None else 0)
+        self._metrics.sessions_ended.inc(max(0, ended))
+        return issued

@@ -1,0 +1,178 @@
+"""Settings, read from ``GATEPASS_*`` environment variables and validated once.
+
+:func:`load_settings` turns every problem into a :class:`~gatepass.errors.ConfigError`
+whose message names the offending variable, so the CLI can stop with one line
+instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, PositiveInt, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from gatepass.errors import ConfigError
+
+ENV_PREFIX = "GATEPASS_"
+DATA_DIR_NAME = ".gatepass"
+#: A configured session secret shorter than this is refused: it would be guessable.
+MIN_SECRET_LENGTH = 32
+
+Algorithm = Literal["EdDSA", "ES256", "RS256", "HS256"]
+ProxyNet = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+def normalise_origin(value: str) -> str:
+    """Return ``scheme://host[:port]`` in lower case, or raise ``ValueError``.
+
+    Default ports are dropped so ``https://a.example:443`` equals ``https://a.example``.
+    """
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an origin: {value!r}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        raise ValueError(f"an origin has no path, query or credentials: {value!r}")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"bad port in origin {value!r}") from exc
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    default_port = 443 if parts.scheme == "https" else 80
+    if port is None or port == default_port:
+        return f"{parts.scheme}://{host}"
+    return f"{parts.scheme}://{host}:{port}"
+
+
+class Settings(BaseSettings):
+    """Validated gatepass configuration. Construct with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", frozen=True, case_sensitive=False
+    )
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    database_url: str | None = None
+    redis_url: str | None = None
+    dev: bool = False
+    issuer: str | None = None
+    audience: str = Field(default="gatepass", min_length=1)
+    jwt_algorithm: Algorithm = "EdDSA"
+    access_token_ttl: PositiveInt = 900
+    refresh_token_ttl: PositiveInt = 2_592_000
+    session_idle_timeout: PositiveInt = 1800
+    session_absolute_timeout: PositiveInt = 86_400
+    session_secrets: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+    leeway: int = Field(default=10, ge=0)
+    allowed_origins: Annotated[tuple[str, ...], NoDecode] = ()
+    login_max_failures: PositiveInt = 5
+    login_lockout: PositiveInt = 300
+    login_ip_limit: PositiveInt = 50
+    trusted_proxies: Annotated[tuple[ProxyNet, ...], NoDecode] = ()
+    #: Where the embedded default keeps its state. Not an environment setting.
+    data_dir: Path = Field(default_factory=lambda: Path.cwd() / DATA_DIR_NAME, exclude=True)
+
+    @field_validator("session_secrets", mode="before")
+    @classmethod
+    def _secrets(cls, value: object) -> object:
+        value = _split_csv(value)
+        if isinstance(value, tuple):
+            for secret in value:
+                raw = secret.get_secret_value() if isinstance(secret, SecretStr) else str(secret)
+                if len(raw) < MIN_SECRET_LENGTH:
+                    raise ValueError(f"each secret needs at least {MIN_SECRET_LENGTH} characters")
+        return value
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: object) -> object:
+        value = _split_csv(value)
+        if isinstance(value, tuple):
+            return tuple(normalise_origin(str(v)) for v in value)
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxies(cls, value: object) -> object:
+        value = _split_csv(value)
+        if isinstance(value, tuple):
+            return tuple(ipaddress.ip_network(str(v), strict=False) for v in value)
+        return value
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @property
+    def effective_issuer(self) -> str:
+        """``iss`` of access tokens: the setting, else ``http://HOST:PORT``."""
+        return self.issuer or f"http://{self.host}:{self.port}"
+
+    @property
+    def effective_database_url(self) -> str:
+        """The SQLAlchemy URL; on the embedded default a SQLite file in :attr:`data_dir`."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'gatepass.db'}"
+
+    @property
+    def uses_embedded_database(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def cookie_secure(self) -> bool:
+        return not self.dev
+
+    @property
+    def session_touch_interval(self) -> float:
+        """Seconds between writes of ``last_seen_at``: min(60 s, 10 % of the idle timeout)."""
+        return min(60.0, self.session_idle_timeout / 10)
+
+
+_KNOWN = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields if name != "data_dir"}
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, /, **overrides: object
+) -> Settings:
+    """Read settings from ``environ`` (default ``os.environ``), plus explicit overrides.
+
+    Raises :class:`ConfigError` naming the first bad variable; an unknown
+    ``GATEPASS_*`` variable is an error too, since it is almost always a typo.
+    """
+    env = dict(os.environ if environ is None else environ)
+    for key in sorted(env):
+        if key.upper().startswith(ENV_PREFIX) and key.upper() not in _KNOWN:
+            raise ConfigError(key.upper(), "unknown setting")
+    values: dict[str, object] = {
+        key[len(ENV_PREFIX) :].lower(): value
+        for key, value in env.items()
+        if key.upper().startswith(ENV_PREFIX)
+    }
+    values.update(overrides)
+    try:
+        # Values come from ``environ`` explicitly, so the settings' own env
+        # source must not read os.environ a second time.
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        first = exc.errors(include_input=False, include_url=False)[0]
+        field = str(first["loc"][0]) if first["loc"] else "settings"
+        message = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{ENV_PREFIX}{field.upper()}", message) from None

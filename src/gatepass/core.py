@@ -1,0 +1,90 @@
+"""The composition root: one :class:`Gatepass` wires settings, stores and policy."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from typing import Self
+
+from gatepass.accounts import Accounts
+from gatepass.authenticator import Authenticator
+from gatepass.config import Settings
+from gatepass.metrics import Metrics
+from gatepass.passwords import PasswordHasher
+from gatepass.ratelimit import LoginThrottle
+from gatepass.sessions import CookieSigner, SessionManager, SessionPolicy
+from gatepass.stores.base import Store
+from gatepass.stores.sql import SqlStore
+
+SESSION_SECRET_NAME = "session-secret-1"  # noqa: S105 - a row name, not a secret
+GENERATED_SECRET_BYTES = 32
+
+Clock = Callable[[], float]
+
+
+def _new_secret() -> str:
+    return secrets.token_urlsafe(GENERATED_SECRET_BYTES)
+
+
+class Gatepass:
+    """Everything one gatepass deployment needs, built from :class:`Settings`.
+
+    Use :meth:`open` (async) to build one and :meth:`close` to release it.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        session_secrets: list[str],
+        *,
+        clock: Clock = time.time,
+        hasher: PasswordHasher | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+        self.metrics = Metrics()
+        self.hasher = hasher or PasswordHasher()
+        self.sessions = SessionManager(
+            store,
+            CookieSigner(session_secrets),
+            SessionPolicy(settings.session_idle_timeout, settings.session_absolute_timeout),
+            clock,
+        )
+        self.throttle = LoginThrottle(
+            max_failures=settings.login_max_failures,
+            lockout=settings.login_lockout,
+            ip_limit=settings.login_ip_limit,
+            clock=clock,
+        )
+        self.authenticator = Authenticator(self.sessions)
+        self.accounts = Accounts(
+            store, self.hasher, self.sessions, self.throttle, self.metrics, clock
+        )
+
+    def __repr__(self) -> str:
+        return f"Gatepass(store={self.store!r})"
+
+    @classmethod
+    async def open(
+        cls,
+        settings: Settings,
+        *,
+        clock: Clock = time.time,
+        hasher: PasswordHasher | None = None,
+    ) -> Self:
+        """Connect the store, create the schema, load or generate secrets."""
+        store = SqlStore(settings.effective_database_url)
+        await store.start()
+        configured = [s.get_secret_value() for s in settings.session_secrets]
+        session_secrets = configured or [
+            await store.get_or_create_secret(SESSION_SECRET_NAME, _new_secret)
+        ]
+        instance = cls(settings, store, session_secrets, clock=clock, hasher=hasher)
+        await instance.hasher.warm_up()
+        return instance
+
+    async def close(self) -> None:
+        await self.store.close()

@@ -1,0 +1,39 @@
+"""Prometheus counters, one registry per gatepass instance (no global state)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.logins = Counter(
+            "gatepass_logins",
+            "Password logins by result.",
+            ["result"],
+            registry=self.registry,
+        )
+        self.lockouts = Counter(
+            "gatepass_lockouts", "Accounts locked after repeated failures.", registry=self.registry
+        )
+        self.throttled = Counter(
+            "gatepass_throttled_logins",
+            "Login attempts refused by the account or IP limit.",
+            registry=self.registry,
+        )
+        self.sessions_created = Counter(
+            "gatepass_sessions_created", "Browser sessions created.", registry=self.registry
+        )
+        self.sessions_ended = Counter(
+            "gatepass_sessions_ended", "Browser sessions ended.", registry=self.registry
+        )
+        self.registrations = Counter(
+            "gatepass_registrations", "Users registered.", registry=self.registry
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

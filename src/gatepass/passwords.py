@@ -1,0 +1,110 @@
+"""Password hashing with argon2id, run off the event loop.
+
+Passwords are NFKC-normalised before hashing so that the same password typed
+on different keyboards (full-width digits, composed accents) verifies. Hashing
+and verification run in a worker thread: argon2 is deliberately slow and must
+never block the event loop that verifies other requests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import unicodedata
+from dataclasses import dataclass
+
+import anyio.to_thread
+from argon2 import PasswordHasher as _Argon2
+from argon2 import Type
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+MIN_PASSWORD_LENGTH = 8
+MAX_PASSWORD_LENGTH = 1024
+
+#: OWASP's argon2id minimum is m=19 MiB, t=2, p=1; we sit a little above it.
+DEFAULT_TIME_COST = 2
+DEFAULT_MEMORY_COST_KIB = 19 * 1024
+DEFAULT_PARALLELISM = 1
+
+
+class PasswordPolicyError(ValueError):
+    """The password is not acceptable (length, encoding). The message never contains it."""
+
+
+def normalise_password(password: str) -> str:
+    """Return the NFKC form of ``password``, or raise :class:`PasswordPolicyError`."""
+    try:
+        password.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PasswordPolicyError("password is not valid Unicode text") from None
+    normalised = unicodedata.normalize("NFKC", password)
+    if not MIN_PASSWORD_LENGTH <= len(normalised) <= MAX_PASSWORD_LENGTH:
+        raise PasswordPolicyError(
+            f"password must be {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters"
+        )
+    return normalised
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    ok: bool
+    needs_rehash: bool = False
+
+
+class PasswordHasher:
+    """argon2id hashing with async entry points and a dummy verify for unknown users."""
+
+    def __init__(
+        self,
+        *,
+        time_cost: int = DEFAULT_TIME_COST,
+        memory_cost: int = DEFAULT_MEMORY_COST_KIB,
+        parallelism: int = DEFAULT_PARALLELISM,
+    ) -> None:
+        self._hasher = _Argon2(
+            time_cost=time_cost,
+            memory_cost=memory_cost,
+            parallelism=parallelism,
+            type=Type.ID,
+        )
+        self._dummy_hash: str | None = None
+
+    def hash_sync(self, password: str) -> str:
+        return self._hasher.hash(normalise_password(password))
+
+    def verify_sync(self, stored_hash: str, password: str) -> VerifyResult:
+        try:
+            candidate = normalise_password(password)
+        except PasswordPolicyError:
+            # Still spend the time of a verify so a short password is not a timing oracle.
+            self._spend_dummy_verify()
+            return VerifyResult(ok=False)
+        try:
+            self._hasher.verify(stored_hash, candidate)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return VerifyResult(ok=False)
+        return VerifyResult(ok=True, needs_rehash=self._hasher.check_needs_rehash(stored_hash))
+
+    def dummy_verify_sync(self, password: str) -> VerifyResult:
+        """Spend the time of a real verify and fail: used when the account does not exist."""
+        del password  # argon2's cost does not depend on the candidate
+        self._spend_dummy_verify()
+        return VerifyResult(ok=False)
+
+    def _spend_dummy_verify(self) -> None:
+        if self._dummy_hash is None:
+            self._dummy_hash = self._hasher.hash("gatepass dummy password for timing")
+        with contextlib.suppress(VerificationError):
+            self._hasher.verify(self._dummy_hash, "not the dummy password")
+
+    async def hash(self, password: str) -> str:
+        return await anyio.to_thread.run_sync(self.hash_sync, password)
+
+    async def verify(self, stored_hash: str, password: str) -> VerifyResult:
+        return await anyio.to_thread.run_sync(self.verify_sync, stored_hash, password)
+
+    async def dummy_verify(self, password: str) -> VerifyResult:
+        return await anyio.to_thread.run_sync(self.dummy_verify_sync, password)
+
+    async def warm_up(self) -> None:
+        """Compute the dummy hash now, so the first unknown-email login costs what others do."""
+        await anyio.to_thread.run_sync(self._spend_dummy_verify)

@@ -1,0 +1,236 @@
+"""JSON routes of the HTTP contract (``/auth/*``, health, metrics)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from gatepass._compare import constant_time_equals
+from gatepass.authenticator import Identity
+from gatepass.csrf import CSRF_FORM_FIELD
+from gatepass.errors import CSRFFailed, InvalidRequest, RequestError, StoreUnavailable
+from gatepass.metrics import CONTENT_TYPE
+from gatepass.server import pages
+from gatepass.server.context import (
+    authenticate,
+    clear_session_cookie,
+    enforce_csrf,
+    enforce_origin,
+    gatepass,
+    ip_of,
+    login_csrf_cookie_name,
+    session_cookie_name,
+    set_session_cookie,
+    user_agent_of,
+)
+from gatepass.server.problems import problem
+from gatepass.server.requests import is_form, read_fields, validate
+from gatepass.stores.base import UserRecord
+
+NO_STORE = {"Cache-Control": "no-store"}
+#: Where a successful sign-in from the HTML form lands.
+ACCOUNT_PAGE = "/account"
+
+Text = Annotated[StrictStr, Field(max_length=4096)]
+
+
+class _Body(BaseModel):
+    # Unknown fields are ignored (forward compatibility); known ones are strict.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class RegisterIn(_Body):
+    email: Text
+    password: Text
+
+
+class LoginIn(_Body):
+    email: Text
+    password: Text
+    client: Literal["web", "mobile", "api"] = "web"
+
+
+class PasswordIn(_Body):
+    current_password: Text
+    new_password: Text
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _user_json(user: UserRecord) -> dict[str, Any]:
+    return {"id": user.id, "email": user.email, "roles": list(user.roles)}
+
+
+async def _mutating_identity(request: Request) -> tuple[Identity, dict[str, Any] | None]:
+    """Authenticate a state-changing request and apply the CSRF rules."""
+    identity = await authenticate(request)
+    fields = await read_fields(request) if is_form(request) else None
+    enforce_csrf(request, identity, fields)
+    return identity, fields
+
+
+async def register(request: Request) -> Response:
+    fields = await read_fields(request)
+    enforce_origin(request)
+    body = validate(RegisterIn, fields)
+    user = await gatepass(request).accounts.register(body.email, body.password)
+    return JSONResponse({"id": user.id, "email": user.email}, status_code=201, headers=NO_STORE)
+
+
+def _check_login_form_token(request: Request, fields: dict[str, Any]) -> None:
+    """HTML sign-in forms carry a double-submit token: the form field must equal the
+    cookie set with the form, so another site cannot sign a victim into its account."""
+    expected = request.cookies.get(login_csrf_cookie_name(gatepass(request)))
+    presented = fields.get(CSRF_FORM_FIELD)
+    if not expected or not isinstance(presented, str):
+        raise CSRFFailed("Missing or invalid CSRF token.")
+    if not constant_time_equals(expected, presented):
+        raise CSRFFailed("Missing or invalid CSRF token.")
+
+
+async def login(request: Request) -> Response:
+    form = is_form(request)
+    try:
+        return await _login(request, form)
+    except RequestError as exc:
+        if not form:
+            raise
+        return pages.render_login(request, error=exc)
+
+
+async def _login(request: Request, form: bool) -> Response:
+    gp = gatepass(request)
+    fields = await read_fields(request)
+    enforce_origin(request)
+    if form:
+        _check_login_form_token(request, fields)
+    body = validate(LoginIn, fields)
+    if body.client != "web":
+        raise InvalidRequest("Only the 'web' client is supported by this server.")
+    user = await gp.accounts.verify_password_login(body.email, body.password, ip_of(request))
+    issued = await gp.accounts.start_web_session(
+        user,
+        presented_cookie=request.cookies.get(session_cookie_name(gp)),
+        ip=ip_of(request),
+        user_agent=user_agent_of(request),
+    )
+    response: Response
+    if form:
+        response = RedirectResponse(ACCOUNT_PAGE, status_code=303, headers=NO_STORE)
+        response.delete_cookie(
+            login_csrf_cookie_name(gp), path="/", secure=gp.settings.cookie_secure
+        )
+    else:
+        payload = {"user": _user_json(user), "csrf_token": issued.record.csrf_token}
+        response = JSONResponse(payload, headers=NO_STORE)
+    set_session_cookie(response, gp, issued.cookie_value)
+    return response
+
+
+async def me(request: Request) -> Response:
+    identity = await authenticate(request)
+    return JSONResponse({**_user_json(identity.user), "method": identity.method}, headers=NO_STORE)
+
+
+async def csrf(request: Request) -> Response:
+    identity = await authenticate(request)
+    if identity.session is None:
+        # A Bearer caller has no session and needs no CSRF token.
+        raise InvalidRequest("CSRF tokens belong to cookie sessions.", status=400)
+    return JSONResponse({"csrf_token": identity.session.csrf_token}, headers=NO_STORE)
+
+
+async def logout(request: Request) -> Response:
+    identity, _ = await _mutating_identity(request)
+    gp = gatepass(request)
+    await gp.accounts.logout(identity)
+    response = Response(status_code=204, headers=NO_STORE)
+    if identity.session is not None:
+        clear_session_cookie(response, gp)
+    return response
+
+
+async def logout_all(request: Request) -> Response:
+    identity, _ = await _mutating_identity(request)
+    gp = gatepass(request)
+    await gp.accounts.logout_all(identity)
+    response = Response(status_code=204, headers=NO_STORE)
+    if identity.session is not None:
+        clear_session_cookie(response, gp)
+    return response
+
+
+async def list_sessions(request: Request) -> Response:
+    identity = await authenticate(request)
+    views = await gatepass(request).accounts.list_sessions(identity)
+    return JSONResponse(
+        [
+            {
+                "id": v.id,
+                "kind": v.kind,
+                "created_at": _iso(v.created_at),
+                "last_seen_at": _iso(v.last_seen_at),
+                "ip": v.ip,
+                "user_agent": v.user_agent,
+                "current": v.current,
+            }
+            for v in views
+        ],
+        headers=NO_STORE,
+    )
+
+
+async def delete_session(request: Request) -> Response:
+    identity, _ = await _mutating_identity(request)
+    gp = gatepass(request)
+    handle = request.path_params["session_id"]
+    await gp.accounts.end_session(identity, handle)
+    response = Response(status_code=204, headers=NO_STORE)
+    if identity.session is not None and identity.session.handle == handle:
+        clear_session_cookie(response, gp)
+    return response
+
+
+async def change_password(request: Request) -> Response:
+    identity, fields = await _mutating_identity(request)
+    body = validate(PasswordIn, fields if fields is not None else await read_fields(request))
+    gp = gatepass(request)
+    issued = await gp.accounts.change_password(identity, body.current_password, body.new_password)
+    response = Response(status_code=204, headers=NO_STORE)
+    if issued is not None:
+        set_session_cookie(response, gp, issued.cookie_value)
+    return response
+
+
+async def healthz(request: Request) -> Response:
+    try:
+        await gatepass(request).store.ping()
+    except StoreUnavailable:
+        return problem(503, "A store is unreachable.")
+    return JSONResponse({"status": "ok"}, headers=NO_STORE)
+
+
+async def metrics(request: Request) -> Response:
+    return Response(gatepass(request).metrics.render(), media_type=CONTENT_TYPE)
+
+
+routes: list[BaseRoute] = [
+    Route("/auth/register", register, methods=["POST"]),
+    Route("/auth/login", login, methods=["POST"]),
+    Route("/auth/me", me, methods=["GET"]),
+    Route("/auth/csrf", csrf, methods=["GET"]),
+    Route("/auth/logout", logout, methods=["POST"]),
+    Route("/auth/logout-all", logout_all, methods=["POST"]),
+    Route("/auth/sessions", list_sessions, methods=["GET"]),
+    Route("/auth/sessions/{session_id}", delete_session, methods=["DELETE"]),
+    Route("/auth/password", change_password, methods=["POST"]),
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+]

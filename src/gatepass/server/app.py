@@ -1,0 +1,108 @@
+"""The auth server's ASGI application."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from gatepass.config import Settings, load_settings
+from gatepass.core import Gatepass
+from gatepass.errors import AuthenticationFailed, RateLimited, RequestError, StoreUnavailable
+from gatepass.server import api, pages
+from gatepass.server.middleware import SecurityHeaders
+from gatepass.server.problems import problem
+
+logger = logging.getLogger("gatepass.server")
+
+
+async def _request_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestError)
+    headers: dict[str, str] = {}
+    if isinstance(exc, AuthenticationFailed):
+        headers["WWW-Authenticate"] = 'Bearer error="invalid_token"' if exc.token_sent else "Bearer"
+    if isinstance(exc, RateLimited):
+        headers["Retry-After"] = str(exc.retry_after)
+    problems = getattr(exc, "problems", ())
+    return problem(exc.status, exc.detail, headers=headers, problems=problems)
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    headers = dict(exc.headers or {})
+    return problem(exc.status_code, None, headers=headers)
+
+
+async def _store_unavailable(request: Request, exc: Exception) -> Response:
+    logger.error("store unavailable: %s", exc)
+    return problem(503, "A store is unreachable. Try again later.", headers={"Retry-After": "5"})
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    # The exception is logged by the server; its text never reaches the client.
+    return problem(500)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    gatepass: Gatepass | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Starlette:
+    """Build the auth server.
+
+    Pass ``gatepass`` to serve an already opened instance (its owner closes it);
+    otherwise one is opened from ``settings`` on start-up and closed on shutdown.
+    """
+    if settings is None and gatepass is None:
+        raise TypeError("create_app needs settings or a Gatepass instance")
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if gatepass is not None:
+            app.state.gatepass = gatepass
+            yield
+            return
+        assert settings is not None
+        opened = await Gatepass.open(settings, clock=clock)
+        app.state.gatepass = opened
+        try:
+            yield
+        finally:
+            await opened.close()
+
+    app = Starlette(
+        routes=[
+            *api.routes,
+            Route("/", pages.root, methods=["GET"]),
+            Route("/login", pages.login_page, methods=["GET"]),
+            Route("/account", pages.account_page, methods=["GET"]),
+            Mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static"),
+        ],
+        middleware=[Middleware(SecurityHeaders)],
+        exception_handlers={
+            RequestError: _request_error,
+            HTTPException: _http_exception,
+            StoreUnavailable: _store_unavailable,
+            Exception: _server_error,
+        },
+        lifespan=lifespan,
+    )
+    app.state.templates = pages.make_environment()
+    if gatepass is not None:
+        app.state.gatepass = gatepass
+    return app
+
+
+def create_app_from_env() -> Starlette:
+    """Factory for ``uvicorn --factory`` (multi-worker): settings from the environment."""
+    return create_app(load_settings())

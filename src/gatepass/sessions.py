@@ -1,0 +1,197 @@
+"""Server-side browser sessions: opaque IDs, signed cookies, idle and absolute timeouts.
+
+The cookie carries a 256-bit random ID and an HMAC-SHA256 signature over it
+(itsdangerous). The store keeps only SHA-256 of the ID, so a copy of the
+database does not let anyone sign in. Whether a stored session is still valid
+is decided by :func:`session_state`, a pure function of the record, the
+policy and the time.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+from itsdangerous import BadSignature, Signer
+
+from gatepass.stores.base import SessionRecord, SessionStore, UserRecord
+
+SESSION_ID_BYTES = 32
+CSRF_TOKEN_BYTES = 32
+HANDLE_BYTES = 16
+#: A signed cookie is ~87 characters; anything far longer is not ours.
+MAX_COOKIE_LENGTH = 256
+_SIGNER_SALT = "gatepass.session-cookie"
+
+Clock = Callable[[], float]
+
+
+def hash_session_id(session_id: str) -> str:
+    """The store key of a session: hex SHA-256 of its secret ID."""
+    return hashlib.sha256(session_id.encode("ascii")).hexdigest()
+
+
+class CookieSigner:
+    """Signs session IDs with the first secret and accepts any of them (rotation)."""
+
+    def __init__(self, secrets_: Sequence[str]) -> None:
+        if not secrets_:
+            raise ValueError("at least one session secret is required")
+        # itsdangerous signs with the *last* key; our setting lists the signing key first.
+        self._signer = Signer(
+            list(reversed(secrets_)),
+            salt=_SIGNER_SALT,
+            key_derivation="hmac",
+            digest_method=hashlib.sha256,
+        )
+
+    def __repr__(self) -> str:
+        return "CookieSigner(<secrets hidden>)"
+
+    def sign(self, session_id: str) -> str:
+        return self._signer.sign(session_id).decode("ascii")
+
+    def unsign(self, cookie_value: str) -> str | None:
+        """The session ID inside a genuine cookie value, else ``None``."""
+        if not cookie_value or len(cookie_value) > MAX_COOKIE_LENGTH or not cookie_value.isascii():
+            return None
+        try:
+            return self._signer.unsign(cookie_value).decode("ascii")
+        except (BadSignature, UnicodeDecodeError):
+            return None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPolicy:
+    idle_timeout: float
+    absolute_timeout: float
+
+    @property
+    def touch_interval(self) -> float:
+        """Write ``last_seen_at`` at most this often: min(60 s, 10 % of the idle timeout)."""
+        return min(60.0, self.idle_timeout / 10)
+
+
+class SessionState(enum.Enum):
+    VALID = "valid"
+    IDLE_EXPIRED = "idle_expired"
+    ABSOLUTE_EXPIRED = "absolute_expired"
+
+
+def session_state(record: SessionRecord, now: float, policy: SessionPolicy) -> SessionState:
+    """Decide whether ``record`` is usable at ``now``. Pure: no I/O."""
+    if now - record.created_at >= policy.absolute_timeout:
+        return SessionState.ABSOLUTE_EXPIRED
+    if now - record.last_seen_at >= policy.idle_timeout:
+        return SessionState.IDLE_EXPIRED
+    return SessionState.VALID
+
+
+def needs_touch(record: SessionRecord, now: float, policy: SessionPolicy) -> bool:
+    return now - record.last_seen_at >= policy.touch_interval
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedSession:
+    """A new session: the signed cookie value for the client and the stored record."""
+
+    cookie_value: str
+    record: SessionRecord
+
+    def __repr__(self) -> str:
+        return f"IssuedSession(handle={self.record.handle!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveSession:
+    record: SessionRecord
+    user: UserRecord
+
+
+class SessionManager:
+    """Creates, loads, rotates and ends sessions on a :class:`SessionStore`."""
+
+    def __init__(
+        self,
+        store: SessionStore,
+        signer: CookieSigner,
+        policy: SessionPolicy,
+        clock: Clock,
+    ) -> None:
+        self._store = store
+        self._signer = signer
+        self.policy = policy
+        self._clock = clock
+
+    def new_session(
+        self,
+        user_id: str,
+        *,
+        ip: str | None,
+        user_agent: str | None,
+        created_at: float | None = None,
+    ) -> IssuedSession:
+        """Mint a session (not yet stored). ``created_at`` keeps an absolute timeout on rotation."""
+        now = self._clock()
+        session_id = secrets.token_urlsafe(SESSION_ID_BYTES)
+        record = SessionRecord(
+            id_hash=hash_session_id(session_id),
+            handle=secrets.token_urlsafe(HANDLE_BYTES),
+            user_id=user_id,
+            csrf_token=secrets.token_urlsafe(CSRF_TOKEN_BYTES),
+            created_at=now if created_at is None else created_at,
+            last_seen_at=now,
+            ip=ip,
+            user_agent=user_agent[:512] if user_agent else None,
+        )
+        return IssuedSession(self._signer.sign(session_id), record)
+
+    def regenerated(self, record: SessionRecord) -> IssuedSession:
+        """The same device under a new secret ID and CSRF token; the login time is kept."""
+        fresh = self.new_session(
+            record.user_id, ip=record.ip, user_agent=record.user_agent, created_at=record.created_at
+        )
+        return IssuedSession(fresh.cookie_value, replace(fresh.record, handle=record.handle))
+
+    async def create(
+        self, user_id: str, *, ip: str | None, user_agent: str | None
+    ) -> IssuedSession:
+        issued = self.new_session(user_id, ip=ip, user_agent=user_agent)
+        await self._store.insert_session(issued.record)
+        return issued
+
+    def id_hash_of(self, cookie_value: str | None) -> str | None:
+        """Store key for a presented cookie, or ``None`` when its signature is not ours."""
+        if cookie_value is None:
+            return None
+        session_id = self._signer.unsign(cookie_value)
+        return hash_session_id(session_id) if session_id is not None else None
+
+    async def load(self, cookie_value: str | None) -> ActiveSession | None:
+        """The live session behind a cookie, or ``None``. Expired sessions are deleted."""
+        id_hash = self.id_hash_of(cookie_value)
+        if id_hash is None:
+            return None
+        found = await self._store.get_session(id_hash)
+        if found is None:
+            return None
+        record, user = found
+        now = self._clock()
+        if session_state(record, now, self.policy) is not SessionState.VALID:
+            await self._store.delete_session(id_hash)
+            return None
+        if needs_touch(record, now, self.policy):
+            await self._store.touch_session(id_hash, now)
+            record = replace(record, last_seen_at=now)
+        return ActiveSession(record, user)
+
+    async def destroy(self, record: SessionRecord) -> bool:
+        return await self._store.delete_session(record.id_hash)
+
+    async def destroy_cookie(self, cookie_value: str | None) -> bool:
+        """End whatever session a presented cookie names, valid or not (fixation defence)."""
+        id_hash = self.id_hash_of(cookie_value)
+        return await self._store.delete_session(id_hash) if id_hash else False

@@ -1,0 +1,322 @@
+"""SQL storage on SQLAlchemy 2 (async): SQLite through aiosqlite, PostgreSQL through asyncpg."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    MetaData,
+    String,
+    Table,
+    Text,
+    bindparam,
+    delete,
+    event,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from gatepass.errors import StoreUnavailable
+from gatepass.stores.base import EmailTaken, SessionRecord, UserRecord
+
+metadata = MetaData()
+
+users = Table(
+    "gatepass_users",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("email", String(320), nullable=False, unique=True),
+    Column("password_hash", Text, nullable=False),
+    Column("roles", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("tokens_valid_after", Float, nullable=False, default=0.0),
+)
+
+sessions = Table(
+    "gatepass_sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("handle", String(64), nullable=False, unique=True),
+    Column(
+        "user_id", String(36), ForeignKey("gatepass_users.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("last_seen_at", Float, nullable=False),
+    Column("ip", String(64)),
+    Column("user_agent", String(512)),
+    Index("ix_gatepass_sessions_user", "user_id"),
+)
+
+secrets_table = Table(
+    "gatepass_secrets",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+_SESSION_WITH_USER = select(
+    sessions.c.id_hash,
+    sessions.c.handle,
+    sessions.c.user_id,
+    sessions.c.csrf_token,
+    sessions.c.created_at,
+    sessions.c.last_seen_at,
+    sessions.c.ip,
+    sessions.c.user_agent,
+    users.c.email,
+    users.c.password_hash,
+    users.c.roles,
+    users.c.created_at.label("user_created_at"),
+    users.c.tokens_valid_after,
+).join(users, users.c.id == sessions.c.user_id)
+
+
+_SECRET_BY_NAME = select(secrets_table.c.value).where(secrets_table.c.name == bindparam("name"))
+
+
+def _user(row: Any) -> UserRecord:
+    return UserRecord(
+        id=row.id,
+        email=row.email,
+        password_hash=row.password_hash,
+        roles=tuple(row.roles.split()),
+        created_at=row.created_at,
+        tokens_valid_after=row.tokens_valid_after,
+    )
+
+
+def _session(row: Any) -> SessionRecord:
+    return SessionRecord(
+        id_hash=row.id_hash,
+        handle=row.handle,
+        user_id=row.user_id,
+        csrf_token=row.csrf_token,
+        created_at=row.created_at,
+        last_seen_at=row.last_seen_at,
+        ip=row.ip,
+        user_agent=row.user_agent,
+    )
+
+
+def _session_values(record: SessionRecord) -> dict[str, Any]:
+    return {
+        "id_hash": record.id_hash,
+        "handle": record.handle,
+        "user_id": record.user_id,
+        "csrf_token": record.csrf_token,
+        "created_at": record.created_at,
+        "last_seen_at": record.last_seen_at,
+        "ip": record.ip,
+        "user_agent": record.user_agent,
+    }
+
+
+def _prepare_sqlite_file(url: str) -> None:
+    """Create the SQLite file and its folder private to this user (0700 / 0600)."""
+    database = make_url(url).database
+    if not database or database == ":memory:":
+        return
+    path = Path(database)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # O_CREAT with mode 0600 before SQLite opens it: SQLite gives its -wal and
+    # -shm files the database file's permissions.
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    os.close(fd)
+    os.chmod(path, 0o600)
+
+
+class SqlStore:
+    """Users, sessions and secrets in one SQL database."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self._url = url
+        self._is_sqlite = make_url(url).get_backend_name() == "sqlite"
+        if self._is_sqlite:
+            _prepare_sqlite_file(url)
+        self.engine: AsyncEngine = create_async_engine(url, echo=echo)
+        if self._is_sqlite:
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+
+    def __repr__(self) -> str:
+        return f"SqlStore({make_url(self._url).render_as_string(hide_password=True)!r})"
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction; backend failures become :class:`StoreUnavailable`."""
+        try:
+            async with self.engine.begin() as conn:
+                yield conn
+        except IntegrityError:
+            raise
+        except (DBAPIError, SQLAlchemyError, OSError) as exc:
+            raise StoreUnavailable(f"database error: {type(exc).__name__}") from exc
+
+    async def start(self) -> None:
+        async with self._tx() as conn:
+            await conn.run_sync(metadata.create_all)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def ping(self) -> None:
+        async with self._tx() as conn:
+            await conn.execute(select(1))
+
+    # users -----------------------------------------------------------------
+
+    async def create_user(
+        self, email: str, password_hash: str, roles: Sequence[str], now: float
+    ) -> UserRecord:
+        record = UserRecord(
+            id=str(uuid.uuid4()),
+            email=email,
+            password_hash=password_hash,
+            roles=tuple(roles),
+            created_at=now,
+        )
+        try:
+            async with self._tx() as conn:
+                await conn.execute(
+                    insert(users).values(
+                        id=record.id,
+                        email=email,
+                        password_hash=password_hash,
+                        roles=" ".join(roles),
+                        created_at=now,
+                        tokens_valid_after=0.0,
+                    )
+                )
+        except IntegrityError:
+            raise EmailTaken(email) from None
+        return record
+
+    async def get_user(self, user_id: str) -> UserRecord | None:
+        async with self._tx() as conn:
+            row = (await conn.execute(select(users).where(users.c.id == user_id))).first()
+        return _user(row) if row else None
+
+    async def get_user_by_email(self, email: str) -> UserRecord | None:
+        async with self._tx() as conn:
+            row = (await conn.execute(select(users).where(users.c.email == email))).first()
+        return _user(row) if row else None
+
+    async def set_password_hash(self, user_id: str, password_hash: str) -> None:
+        async with self._tx() as conn:
+            await conn.execute(
+                update(users).where(users.c.id == user_id).values(password_hash=password_hash)
+            )
+
+    # sessions --------------------------------------------------------------
+
+    async def insert_session(self, record: SessionRecord) -> None:
+        async with self._tx() as conn:
+            await conn.execute(insert(sessions).values(**_session_values(record)))
+
+    async def get_session(self, id_hash: str) -> tuple[SessionRecord, UserRecord] | None:
+        async with self._tx() as conn:
+            row = (
+                await conn.execute(_SESSION_WITH_USER.where(sessions.c.id_hash == id_hash))
+            ).first()
+        if row is None:
+            return None
+        user = UserRecord(
+            id=row.user_id,
+            email=row.email,
+            password_hash=row.password_hash,
+            roles=tuple(row.roles.split()),
+            created_at=row.user_created_at,
+            tokens_valid_after=row.tokens_valid_after,
+        )
+        return _session(row), user
+
+    async def touch_session(self, id_hash: str, now: float) -> None:
+        async with self._tx() as conn:
+            await conn.execute(
+                update(sessions).where(sessions.c.id_hash == id_hash).values(last_seen_at=now)
+            )
+
+    async def delete_session(self, id_hash: str) -> bool:
+        async with self._tx() as conn:
+            result = await conn.execute(delete(sessions).where(sessions.c.id_hash == id_hash))
+        return bool(result.rowcount)
+
+    async def delete_session_by_handle(self, user_id: str, handle: str) -> bool:
+        async with self._tx() as conn:
+            result = await conn.execute(
+                delete(sessions).where(sessions.c.user_id == user_id, sessions.c.handle == handle)
+            )
+        return bool(result.rowcount)
+
+    async def list_sessions(self, user_id: str) -> list[SessionRecord]:
+        async with self._tx() as conn:
+            rows = await conn.execute(
+                select(sessions)
+                .where(sessions.c.user_id == user_id)
+                .order_by(sessions.c.created_at)
+            )
+            return [_session(row) for row in rows]
+
+    async def delete_user_sessions(self, user_id: str, *, keep_id_hash: str | None = None) -> int:
+        condition = sessions.c.user_id == user_id
+        if keep_id_hash is not None:
+            condition = condition & (sessions.c.id_hash != keep_id_hash)
+        async with self._tx() as conn:
+            result = await conn.execute(delete(sessions).where(condition))
+        return int(result.rowcount)
+
+    async def change_password(
+        self,
+        user_id: str,
+        password_hash: str,
+        *,
+        replacement: SessionRecord | None,
+        now: float,
+    ) -> None:
+        async with self._tx() as conn:
+            await conn.execute(
+                update(users)
+                .where(users.c.id == user_id)
+                .values(password_hash=password_hash, tokens_valid_after=now)
+            )
+            await conn.execute(delete(sessions).where(sessions.c.user_id == user_id))
+            if replacement is not None:
+                await conn.execute(insert(sessions).values(**_session_values(replacement)))
+
+    # secrets ---------------------------------------------------------------
+
+    async def get_or_create_secret(self, name: str, make: Callable[[], str]) -> str:
+        async with self._tx() as conn:
+            row = (await conn.execute(_SECRET_BY_NAME, {"name": name})).first()
+        if row is not None:
+            return str(row.value)
+        try:
+            async with self._tx() as conn:
+                await conn.execute(insert(secrets_table).values(name=name, value=make()))
+        except IntegrityError:
+            pass  # another process created it first; use theirs
+        async with self._tx() as conn:
+            value = (await conn.execute(_SECRET_BY_NAME, {"name": name})).scalar_one()
+        return str(value)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
