@@ -149,9 +149,7 @@ class Settings(BaseSettings):
 _KNOWN = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields if name != "data_dir"}
 
 
-def load_settings(
-    environ: Mapping[str, str] | None = None, /, **overrides: object
-) -> Settings:
+def load_settings(environ: Mapping[str, str] | None = None, /, **overrides: object) -> Settings:
     """Read settings from ``environ`` (default ``os.environ``), plus explicit overrides.
 
     Raises :class:`ConfigError` naming the first bad variable; an unknown

@@ -18,6 +18,7 @@ from starlette.staticfiles import StaticFiles
 from gatepass.config import Settings, load_settings
 from gatepass.core import Gatepass
 from gatepass.errors import AuthenticationFailed, RateLimited, RequestError, StoreUnavailable
+from gatepass.passwords import PasswordHasher
 from gatepass.server import api, pages
 from gatepass.server.middleware import SecurityHeaders
 from gatepass.server.problems import problem
@@ -57,6 +58,7 @@ def create_app(
     *,
     gatepass: Gatepass | None = None,
     clock: Callable[[], float] = time.time,
+    hasher: PasswordHasher | None = None,
 ) -> Starlette:
     """Build the auth server.
 
@@ -73,7 +75,7 @@ def create_app(
             yield
             return
         assert settings is not None
-        opened = await Gatepass.open(settings, clock=clock)
+        opened = await Gatepass.open(settings, clock=clock, hasher=hasher)
         app.state.gatepass = opened
         try:
             yield

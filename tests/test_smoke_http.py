@@ -1,0 +1,20 @@
+from starlette.testclient import TestClient
+
+from tests.conftest import ORIGIN, login, register, session_cookie
+
+
+def test_register_login_me_logout_round_trip(client: TestClient) -> None:
+    user = register(client)
+    csrf = login(client, "  ADA@Example.com ")
+    assert session_cookie(client)
+    me = client.get("/auth/me")
+    assert me.status_code == 200
+    assert me.json() == {
+        "id": user["id"],
+        "email": "ada@example.com",
+        "roles": ["user"],
+        "method": "session",
+    }
+    out = client.post("/auth/logout", headers={"X-CSRF-Token": csrf, "Origin": ORIGIN})
+    assert out.status_code == 204
+    assert client.get("/auth/me").status_code == 401
