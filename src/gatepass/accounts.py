@@ -15,6 +15,7 @@ from gatepass.errors import AuthenticationFailed, Conflict, InvalidRequest, NotF
 from gatepass.metrics import Metrics
 from gatepass.passwords import PasswordHasher, PasswordPolicyError, normalise_password
 from gatepass.ratelimit import LoginThrottle
+from gatepass.refresh import RefreshTokens, TokenPair
 from gatepass.sessions import IssuedSession, SessionManager
 from gatepass.stores.base import EmailTaken, SessionRecord, Store, UserRecord
 
@@ -61,6 +62,7 @@ class Accounts:
         store: Store,
         hasher: PasswordHasher,
         sessions: SessionManager,
+        refresh_tokens: RefreshTokens,
         throttle: LoginThrottle,
         metrics: Metrics,
         clock: Clock,
@@ -68,6 +70,7 @@ class Accounts:
         self._store = store
         self._hasher = hasher
         self._sessions = sessions
+        self._refresh = refresh_tokens
         self._throttle = throttle
         self._metrics = metrics
         self._clock = clock
@@ -134,17 +137,36 @@ class Accounts:
         self._metrics.sessions_created.inc()
         return issued
 
+    async def start_token_family(
+        self, user: UserRecord, *, ip: str | None, user_agent: str | None
+    ) -> TokenPair:
+        """A new refresh family and its first token pair (mobile and API clients)."""
+        return await self._refresh.start_family(user, ip=ip, user_agent=user_agent)
+
     async def logout(self, identity: Identity) -> None:
+        """Cookie: end the session. Bearer: deny the token's jti and revoke its family."""
         if identity.session is not None and await self._sessions.destroy(identity.session):
             self._metrics.sessions_ended.inc()
+        if identity.token_id is not None and identity.token_expires_at is not None:
+            await self._store.revoke_jti(
+                identity.token_id, identity.token_expires_at, self._clock()
+            )
+            self._metrics.revocations.labels(reason="logout").inc()
+        if identity.family_id is not None and await self._store.revoke_family(
+            identity.family_id, identity.user.id
+        ):
+            self._metrics.revocations.labels(reason="logout").inc()
 
     async def logout_all(self, identity: Identity) -> None:
-        ended = await self._store.delete_user_sessions(identity.user.id)
+        """End every session and family; every access token issued before now fails."""
+        ended = await self._store.end_everything(identity.user.id, self._clock())
         self._metrics.sessions_ended.inc(ended)
+        self._metrics.revocations.labels(reason="logout_all").inc()
 
     async def list_sessions(self, identity: Identity) -> list[SessionView]:
-        current = identity.session.handle if identity.session else None
-        return [
+        """Web sessions and token families of the caller; exactly one is ``current``."""
+        current = identity.session.handle if identity.session else identity.family_id
+        web = [
             SessionView(
                 id=r.handle,
                 kind="web",
@@ -156,12 +178,29 @@ class Accounts:
             )
             for r in await self._store.list_sessions(identity.user.id)
         ]
+        tokens = [
+            SessionView(
+                id=f.id,
+                kind="token",
+                created_at=f.created_at,
+                last_seen_at=f.last_used_at,
+                ip=f.ip,
+                user_agent=f.user_agent,
+                current=f.id == current,
+            )
+            for f in await self._store.list_families(identity.user.id, self._clock())
+        ]
+        return sorted(web + tokens, key=lambda v: v.created_at)
 
     async def end_session(self, identity: Identity, handle: str) -> None:
-        """End one of the caller's own sessions; any other id is 404 (no oracle)."""
-        if not await self._store.delete_session_by_handle(identity.user.id, handle):
-            raise NotFound("No such session.")
-        self._metrics.sessions_ended.inc()
+        """End one of the caller's own sessions or token families; any other id is 404."""
+        if await self._store.delete_session_by_handle(identity.user.id, handle):
+            self._metrics.sessions_ended.inc()
+            return
+        if await self._store.revoke_family(handle, identity.user.id):
+            self._metrics.revocations.labels(reason="family_deleted").inc()
+            return
+        raise NotFound("No such session.")
 
     async def change_password(
         self, identity: Identity, current_password: str, new_password: str

@@ -29,6 +29,7 @@ class Identity:
     #: For Bearer callers: the token's ``jti`` and its refresh family (``sid``).
     token_id: str | None = None
     family_id: str | None = None
+    token_expires_at: float | None = None
 
 
 class BearerVerifier(Protocol):

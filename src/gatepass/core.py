@@ -13,9 +13,12 @@ from gatepass.config import Settings
 from gatepass.metrics import Metrics
 from gatepass.passwords import PasswordHasher
 from gatepass.ratelimit import LoginThrottle
+from gatepass.refresh import RefreshTokens
+from gatepass.revocation import BearerAuthenticator
 from gatepass.sessions import CookieSigner, SessionManager, SessionPolicy
 from gatepass.stores.base import Store
 from gatepass.stores.sql import SqlStore
+from gatepass.tokens import KEY_RELOAD_SECONDS, AccessTokens, KeyRing
 
 SESSION_SECRET_NAME = "session-secret-1"  # noqa: S105 - a row name, not a secret
 GENERATED_SECRET_BYTES = 32
@@ -59,9 +62,36 @@ class Gatepass:
             ip_limit=settings.login_ip_limit,
             clock=clock,
         )
-        self.authenticator = Authenticator(self.sessions)
+        # A retired key stays published until every token it signed has expired,
+        # counting a node that keeps signing with it until its next key reload.
+        retention = settings.access_token_ttl + settings.leeway + KEY_RELOAD_SECONDS
+        self.keys = KeyRing(store, settings.jwt_algorithm, retention, clock)
+        self.access_tokens = AccessTokens(
+            self.keys,
+            issuer=settings.effective_issuer,
+            audience=settings.audience,
+            ttl=settings.access_token_ttl,
+            leeway=settings.leeway,
+            clock=clock,
+        )
+        self.refresh_tokens = RefreshTokens(
+            store,
+            self.access_tokens,
+            ttl=settings.refresh_token_ttl,
+            metrics=self.metrics,
+            clock=clock,
+        )
+        self.authenticator = Authenticator(
+            self.sessions, BearerAuthenticator(self.access_tokens, store)
+        )
         self.accounts = Accounts(
-            store, self.hasher, self.sessions, self.throttle, self.metrics, clock
+            store,
+            self.hasher,
+            self.sessions,
+            self.refresh_tokens,
+            self.throttle,
+            self.metrics,
+            clock,
         )
 
     def __repr__(self) -> str:
@@ -83,6 +113,7 @@ class Gatepass:
             await store.get_or_create_secret(SESSION_SECRET_NAME, _new_secret)
         ]
         instance = cls(settings, store, session_secrets, clock=clock, hasher=hasher)
+        await instance.keys.start()
         await instance.hasher.warm_up()
         return instance
 

@@ -35,5 +35,23 @@ class Metrics:
             "gatepass_registrations", "Users registered.", registry=self.registry
         )
 
+        self.tokens_issued = Counter(
+            "gatepass_access_tokens_issued", "Access tokens issued.", registry=self.registry
+        )
+        self.refreshes = Counter(
+            "gatepass_refreshes", "Successful refresh-token rotations.", registry=self.registry
+        )
+        self.refresh_reuse = Counter(
+            "gatepass_refresh_reuse_detections",
+            "Rotated refresh tokens presented again (family revoked).",
+            registry=self.registry,
+        )
+        self.revocations = Counter(
+            "gatepass_token_revocations",
+            "Access-token or family revocations by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -13,7 +13,7 @@ from starlette.routing import BaseRoute, Route
 from gatepass._compare import constant_time_equals
 from gatepass.authenticator import Identity
 from gatepass.csrf import CSRF_FORM_FIELD
-from gatepass.errors import CSRFFailed, InvalidRequest, RequestError, StoreUnavailable
+from gatepass.errors import AuthenticationFailed, CSRFFailed, RequestError, StoreUnavailable
 from gatepass.metrics import CONTENT_TYPE
 from gatepass.server import pages
 from gatepass.server.context import (
@@ -31,6 +31,7 @@ from gatepass.server.context import (
 from gatepass.server.problems import problem
 from gatepass.server.requests import is_form, read_fields, validate
 from gatepass.stores.base import UserRecord
+from gatepass.tokens import KEY_RELOAD_SECONDS
 
 NO_STORE = {"Cache-Control": "no-store"}
 #: Where a successful sign-in from the HTML form lands.
@@ -53,6 +54,11 @@ class LoginIn(_Body):
     email: Text
     password: Text
     client: Literal["web", "mobile", "api"] = "web"
+
+
+class RefreshIn(_Body):
+    # No length limit here: any string that is not a live token is a 401, not a 422.
+    refresh_token: StrictStr
 
 
 class PasswordIn(_Body):
@@ -112,9 +118,12 @@ async def _login(request: Request, form: bool) -> Response:
     if form:
         _check_login_form_token(request, fields)
     body = validate(LoginIn, fields)
-    if body.client != "web":
-        raise InvalidRequest("Only the 'web' client is supported by this server.")
     user = await gp.accounts.verify_password_login(body.email, body.password, ip_of(request))
+    if body.client != "web":
+        pair = await gp.accounts.start_token_family(
+            user, ip=ip_of(request), user_agent=user_agent_of(request)
+        )
+        return JSONResponse(pair.as_json(), headers=NO_STORE)
     issued = await gp.accounts.start_web_session(
         user,
         presented_cookie=request.cookies.get(session_cookie_name(gp)),
@@ -134,6 +143,22 @@ async def _login(request: Request, form: bool) -> Response:
     return response
 
 
+async def refresh(request: Request) -> Response:
+    fields = await read_fields(request)
+    body = validate(RefreshIn, fields)
+    pair = await gatepass(request).refresh_tokens.rotate(body.refresh_token)
+    return JSONResponse(pair.as_json(), headers=NO_STORE)
+
+
+async def jwks(request: Request) -> Response:
+    ring = gatepass(request).keys
+    await ring.refresh_if_stale()
+    return JSONResponse(
+        ring.jwks(),
+        headers={"Cache-Control": f"public, max-age={KEY_RELOAD_SECONDS}"},
+    )
+
+
 async def me(request: Request) -> Response:
     identity = await authenticate(request)
     return JSONResponse({**_user_json(identity.user), "method": identity.method}, headers=NO_STORE)
@@ -142,8 +167,8 @@ async def me(request: Request) -> Response:
 async def csrf(request: Request) -> Response:
     identity = await authenticate(request)
     if identity.session is None:
-        # A Bearer caller has no session and needs no CSRF token.
-        raise InvalidRequest("CSRF tokens belong to cookie sessions.", status=400)
+        # A Bearer caller has no session, and needs no CSRF token.
+        raise AuthenticationFailed("CSRF tokens belong to cookie sessions.")
     return JSONResponse({"csrf_token": identity.session.csrf_token}, headers=NO_STORE)
 
 
@@ -224,6 +249,7 @@ async def metrics(request: Request) -> Response:
 routes: list[BaseRoute] = [
     Route("/auth/register", register, methods=["POST"]),
     Route("/auth/login", login, methods=["POST"]),
+    Route("/auth/refresh", refresh, methods=["POST"]),
     Route("/auth/me", me, methods=["GET"]),
     Route("/auth/csrf", csrf, methods=["GET"]),
     Route("/auth/logout", logout, methods=["POST"]),
@@ -231,6 +257,7 @@ routes: list[BaseRoute] = [
     Route("/auth/sessions", list_sessions, methods=["GET"]),
     Route("/auth/sessions/{session_id}", delete_session, methods=["DELETE"]),
     Route("/auth/password", change_password, methods=["POST"]),
+    Route("/.well-known/jwks.json", jwks, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
 ]

@@ -7,9 +7,10 @@ cannot be reached, so callers fail closed.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from gatepass.errors import GatepassError
 
@@ -47,6 +48,64 @@ class SessionRecord:
 
     def __repr__(self) -> str:
         return f"SessionRecord(handle={self.handle!r}, user_id={self.user_id!r})"
+
+
+KeyState = Literal["next", "current", "retired"]
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKeyRecord:
+    """A signing key as stored. ``private_material`` is PEM (or the HMAC secret)."""
+
+    kid: str
+    alg: str
+    state: KeyState
+    private_material: str
+    created_at: float
+    #: When the key stopped signing; it is published until every token it signed expired.
+    retired_at: float | None = None
+
+    def __repr__(self) -> str:
+        return f"SigningKeyRecord(kid={self.kid!r}, alg={self.alg!r}, state={self.state!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class FamilyRecord:
+    """A refresh-token family: one per token login. ``id`` is the ``sid`` of its
+    access tokens and its public handle."""
+
+    id: str
+    user_id: str
+    created_at: float
+    last_used_at: float
+    expires_at: float
+    ip: str | None
+    user_agent: str | None
+    revoked: bool = False
+
+
+class RotationStatus(enum.Enum):
+    ROTATED = "rotated"
+    #: The token was already rotated: a thief or the victim replays it. Family revoked.
+    REUSED = "reused"
+    #: Unknown token, or its family is revoked or expired.
+    INVALID = "invalid"
+
+
+@dataclass(frozen=True, slots=True)
+class RotationOutcome:
+    status: RotationStatus
+    family: FamilyRecord | None = None
+    user: UserRecord | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BearerState:
+    """What revocation needs to know about one access token, read in one round trip."""
+
+    user: UserRecord | None
+    family_live: bool
+    jti_revoked: bool
 
 
 class UserStore(Protocol):
@@ -94,9 +153,50 @@ class SessionStore(Protocol):
         replacement: SessionRecord | None,
         now: float,
     ) -> None:
-        """In one transaction: set the hash, end every session of the user, insert
-        ``replacement`` (the caller's session under a new ID) and move the user's
-        token epoch to ``now``."""
+        """In one transaction: set the hash, end every session and refresh family of
+        the user, insert ``replacement`` (the caller's session under a new ID) and move
+        the user's token epoch to ``now``."""
+        ...
+
+    async def end_everything(self, user_id: str, now: float) -> int:
+        """In one transaction: end every session and family of the user and move the
+        token epoch to ``now``; return how many sessions and families ended."""
+        ...
+
+
+class TokenStore(Protocol):
+    async def list_signing_keys(self) -> list[SigningKeyRecord]: ...
+
+    async def save_signing_keys(
+        self, upserts: Sequence[SigningKeyRecord], deletes: Sequence[str]
+    ) -> None:
+        """Insert or update ``upserts`` and delete the ``deletes`` kids, in one transaction."""
+        ...
+
+    async def create_family(self, family: FamilyRecord, token_hash: str) -> None: ...
+
+    async def rotate_refresh_token(
+        self, old_hash: str, new_hash: str, now: float
+    ) -> RotationOutcome:
+        """Atomically retire ``old_hash`` and make ``new_hash`` the family's live token.
+
+        Of many concurrent calls with one ``old_hash`` exactly one gets ``ROTATED``.
+        A token that was already rotated revokes its whole family (``REUSED``).
+        """
+        ...
+
+    async def revoke_family(self, family_id: str, user_id: str | None = None) -> bool:
+        """Revoke a family (of ``user_id`` when given); ``False`` when there was none live."""
+        ...
+
+    async def list_families(self, user_id: str, now: float) -> list[FamilyRecord]:
+        """The user's live families."""
+        ...
+
+    async def bearer_state(self, user_id: str, family_id: str, jti: str) -> BearerState: ...
+
+    async def revoke_jti(self, jti: str, expires_at: float, now: float) -> None:
+        """Deny ``jti`` until ``expires_at``; expired entries are pruned on the way."""
         ...
 
 
@@ -109,7 +209,7 @@ class SecretStore(Protocol):
         ...
 
 
-class Store(UserStore, SessionStore, SecretStore, Protocol):
+class Store(UserStore, SessionStore, SecretStore, TokenStore, Protocol):
     """Everything the auth server needs from storage."""
 
     async def start(self) -> None: ...

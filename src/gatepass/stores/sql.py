@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     Column,
     Float,
     ForeignKey,
@@ -18,10 +19,12 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    and_,
     bindparam,
     delete,
     event,
     insert,
+    literal,
     select,
     update,
 )
@@ -30,7 +33,16 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from gatepass.errors import StoreUnavailable
-from gatepass.stores.base import EmailTaken, SessionRecord, UserRecord
+from gatepass.stores.base import (
+    BearerState,
+    EmailTaken,
+    FamilyRecord,
+    RotationOutcome,
+    RotationStatus,
+    SessionRecord,
+    SigningKeyRecord,
+    UserRecord,
+)
 
 metadata = MetaData()
 
@@ -66,6 +78,57 @@ secrets_table = Table(
     metadata,
     Column("name", String(64), primary_key=True),
     Column("value", Text, nullable=False),
+)
+
+signing_keys = Table(
+    "gatepass_signing_keys",
+    metadata,
+    Column("kid", String(64), primary_key=True),
+    Column("alg", String(16), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("private_material", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("retired_at", Float),
+)
+
+families = Table(
+    "gatepass_refresh_families",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column(
+        "user_id", String(36), ForeignKey("gatepass_users.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("created_at", Float, nullable=False),
+    Column("last_used_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("ip", String(64)),
+    Column("user_agent", String(512)),
+    Column("revoked", Boolean, nullable=False, default=False),
+    Index("ix_gatepass_families_user", "user_id"),
+)
+
+refresh_tokens = Table(
+    "gatepass_refresh_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column(
+        "family_id",
+        String(64),
+        ForeignKey("gatepass_refresh_families.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("created_at", Float, nullable=False),
+    #: Set when the token is rotated; presenting it again is reuse.
+    Column("used_at", Float),
+    Index("ix_gatepass_refresh_tokens_family", "family_id"),
+)
+
+revoked_jtis = Table(
+    "gatepass_revoked_jtis",
+    metadata,
+    Column("jti", String(64), primary_key=True),
+    Column("expires_at", Float, nullable=False),
+    Index("ix_gatepass_revoked_jtis_expiry", "expires_at"),
 )
 
 _SESSION_WITH_USER = select(
@@ -293,8 +356,242 @@ class SqlStore:
                 .values(password_hash=password_hash, tokens_valid_after=now)
             )
             await conn.execute(delete(sessions).where(sessions.c.user_id == user_id))
+            await conn.execute(
+                update(families)
+                .where(families.c.user_id == user_id, families.c.revoked.is_(False))
+                .values(revoked=True)
+            )
             if replacement is not None:
                 await conn.execute(insert(sessions).values(**_session_values(replacement)))
+
+    async def end_everything(self, user_id: str, now: float) -> int:
+        async with self._tx() as conn:
+            await conn.execute(
+                update(users).where(users.c.id == user_id).values(tokens_valid_after=now)
+            )
+            ended = await conn.execute(delete(sessions).where(sessions.c.user_id == user_id))
+            revoked = await conn.execute(
+                update(families)
+                .where(families.c.user_id == user_id, families.c.revoked.is_(False))
+                .values(revoked=True)
+            )
+        return int(ended.rowcount) + int(revoked.rowcount)
+
+    # signing keys ----------------------------------------------------------
+
+    async def list_signing_keys(self) -> list[SigningKeyRecord]:
+        async with self._tx() as conn:
+            rows = await conn.execute(select(signing_keys).order_by(signing_keys.c.created_at))
+            return [
+                SigningKeyRecord(
+                    kid=r.kid,
+                    alg=r.alg,
+                    state=r.state,
+                    private_material=r.private_material,
+                    created_at=r.created_at,
+                    retired_at=r.retired_at,
+                )
+                for r in rows
+            ]
+
+    async def save_signing_keys(
+        self, upserts: Sequence[SigningKeyRecord], deletes: Sequence[str]
+    ) -> None:
+        async with self._tx() as conn:
+            if deletes:
+                await conn.execute(delete(signing_keys).where(signing_keys.c.kid.in_(deletes)))
+            for key in upserts:
+                values = {
+                    "alg": key.alg,
+                    "state": key.state,
+                    "private_material": key.private_material,
+                    "created_at": key.created_at,
+                    "retired_at": key.retired_at,
+                }
+                result = await conn.execute(
+                    update(signing_keys).where(signing_keys.c.kid == key.kid).values(**values)
+                )
+                if not result.rowcount:
+                    await conn.execute(insert(signing_keys).values(kid=key.kid, **values))
+
+    # refresh families ------------------------------------------------------
+
+    async def create_family(self, family: FamilyRecord, token_hash: str) -> None:
+        async with self._tx() as conn:
+            await conn.execute(
+                insert(families).values(
+                    id=family.id,
+                    user_id=family.user_id,
+                    created_at=family.created_at,
+                    last_used_at=family.last_used_at,
+                    expires_at=family.expires_at,
+                    ip=family.ip,
+                    user_agent=family.user_agent,
+                    revoked=False,
+                )
+            )
+            await conn.execute(
+                insert(refresh_tokens).values(
+                    token_hash=token_hash, family_id=family.id, created_at=family.created_at
+                )
+            )
+
+    async def rotate_refresh_token(
+        self, old_hash: str, new_hash: str, now: float
+    ) -> RotationOutcome:
+        live_family = select(families.c.id).where(
+            families.c.revoked.is_(False), families.c.expires_at > now
+        )
+        async with self._tx() as conn:
+            # The conditional update comes first: it takes the write lock, so
+            # concurrent rotations of one token serialise here and only one
+            # finds ``used_at`` still empty.
+            claimed = await conn.execute(
+                update(refresh_tokens)
+                .where(
+                    refresh_tokens.c.token_hash == old_hash,
+                    refresh_tokens.c.used_at.is_(None),
+                    refresh_tokens.c.family_id.in_(live_family),
+                )
+                .values(used_at=now)
+            )
+            row = (
+                await conn.execute(
+                    select(
+                        refresh_tokens.c.family_id,
+                        families.c.revoked,
+                        families.c.expires_at,
+                        families.c.user_id,
+                        families.c.created_at.label("family_created_at"),
+                        families.c.ip,
+                        families.c.user_agent,
+                        users.c.email,
+                        users.c.password_hash,
+                        users.c.roles,
+                        users.c.created_at.label("user_created_at"),
+                        users.c.tokens_valid_after,
+                    )
+                    .join(families, families.c.id == refresh_tokens.c.family_id)
+                    .join(users, users.c.id == families.c.user_id)
+                    .where(refresh_tokens.c.token_hash == old_hash)
+                )
+            ).first()
+            if row is None:
+                return RotationOutcome(RotationStatus.INVALID)
+            if claimed.rowcount != 1:
+                if row.revoked or row.expires_at <= now:
+                    return RotationOutcome(RotationStatus.INVALID)
+                await conn.execute(
+                    update(families).where(families.c.id == row.family_id).values(revoked=True)
+                )
+                return RotationOutcome(
+                    RotationStatus.REUSED,
+                    family=FamilyRecord(
+                        id=row.family_id,
+                        user_id=row.user_id,
+                        created_at=row.family_created_at,
+                        last_used_at=now,
+                        expires_at=row.expires_at,
+                        ip=row.ip,
+                        user_agent=row.user_agent,
+                        revoked=True,
+                    ),
+                )
+            await conn.execute(
+                insert(refresh_tokens).values(
+                    token_hash=new_hash, family_id=row.family_id, created_at=now
+                )
+            )
+            await conn.execute(
+                update(families).where(families.c.id == row.family_id).values(last_used_at=now)
+            )
+        family = FamilyRecord(
+            id=row.family_id,
+            user_id=row.user_id,
+            created_at=row.family_created_at,
+            last_used_at=now,
+            expires_at=row.expires_at,
+            ip=row.ip,
+            user_agent=row.user_agent,
+        )
+        user = UserRecord(
+            id=row.user_id,
+            email=row.email,
+            password_hash=row.password_hash,
+            roles=tuple(row.roles.split()),
+            created_at=row.user_created_at,
+            tokens_valid_after=row.tokens_valid_after,
+        )
+        return RotationOutcome(RotationStatus.ROTATED, family=family, user=user)
+
+    async def revoke_family(self, family_id: str, user_id: str | None = None) -> bool:
+        condition = and_(families.c.id == family_id, families.c.revoked.is_(False))
+        if user_id is not None:
+            condition = and_(condition, families.c.user_id == user_id)
+        async with self._tx() as conn:
+            result = await conn.execute(update(families).where(condition).values(revoked=True))
+        return bool(result.rowcount)
+
+    async def list_families(self, user_id: str, now: float) -> list[FamilyRecord]:
+        async with self._tx() as conn:
+            rows = await conn.execute(
+                select(families)
+                .where(
+                    families.c.user_id == user_id,
+                    families.c.revoked.is_(False),
+                    families.c.expires_at > now,
+                )
+                .order_by(families.c.created_at)
+            )
+            return [
+                FamilyRecord(
+                    id=r.id,
+                    user_id=r.user_id,
+                    created_at=r.created_at,
+                    last_used_at=r.last_used_at,
+                    expires_at=r.expires_at,
+                    ip=r.ip,
+                    user_agent=r.user_agent,
+                    revoked=r.revoked,
+                )
+                for r in rows
+            ]
+
+    async def bearer_state(self, user_id: str, family_id: str, jti: str) -> BearerState:
+        family_live = (
+            select(literal(True))
+            .where(
+                families.c.id == family_id,
+                families.c.user_id == user_id,
+                families.c.revoked.is_(False),
+            )
+            .exists()
+        )
+        jti_revoked = select(literal(True)).where(revoked_jtis.c.jti == jti).exists()
+        async with self._tx() as conn:
+            row = (
+                await conn.execute(
+                    select(
+                        users,
+                        family_live.label("family_live"),
+                        jti_revoked.label("jti_revoked"),
+                    ).where(users.c.id == user_id)
+                )
+            ).first()
+        if row is None:
+            return BearerState(user=None, family_live=False, jti_revoked=False)
+        return BearerState(
+            user=_user(row), family_live=bool(row.family_live), jti_revoked=bool(row.jti_revoked)
+        )
+
+    async def revoke_jti(self, jti: str, expires_at: float, now: float) -> None:
+        async with self._tx() as conn:
+            await conn.execute(delete(revoked_jtis).where(revoked_jtis.c.expires_at <= now))
+            exists_row = (
+                await conn.execute(select(revoked_jtis.c.jti).where(revoked_jtis.c.jti == jti))
+            ).first()
+            if exists_row is None:
+                await conn.execute(insert(revoked_jtis).values(jti=jti, expires_at=expires_at))
 
     # secrets ---------------------------------------------------------------
 

@@ -1,0 +1,123 @@
+"""Refresh-token families: issue, rotate, detect reuse.
+
+One family per token login. Each refresh token is 256 random bits, stored
+only as its SHA-256, and good for exactly one rotation. The family's absolute
+lifetime runs from the login, not from the last rotation. Presenting a token
+that was already rotated means two parties hold it, one of them a thief
+(RFC 9700 §4.14.2): the whole family dies, the newest token and every access
+token of the family included.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gatepass.errors import AuthenticationFailed
+from gatepass.metrics import Metrics
+from gatepass.stores.base import FamilyRecord, RotationStatus, TokenStore, UserRecord
+from gatepass.tokens import AccessTokens
+
+REFRESH_TOKEN_BYTES = 32
+FAMILY_ID_BYTES = 16
+#: A refresh token is 43 characters; anything much longer is not one of ours.
+MAX_REFRESH_TOKEN_LENGTH = 256
+TOKEN_TYPE = "Bearer"  # noqa: S105 - the scheme name, not a secret
+
+audit = logging.getLogger("gatepass.audit")
+Clock = Callable[[], float]
+
+
+def hash_refresh_token(token: str) -> str:
+    return hashlib.sha256(token.encode("ascii")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPair:
+    access_token: str
+    expires_in: int
+    refresh_token: str
+    family_id: str
+
+    def __repr__(self) -> str:
+        return f"TokenPair(family_id={self.family_id!r})"
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "access_token": self.access_token,
+            "token_type": TOKEN_TYPE,
+            "expires_in": self.expires_in,
+            "refresh_token": self.refresh_token,
+        }
+
+
+class InvalidRefreshToken(AuthenticationFailed):
+    def __init__(self) -> None:
+        super().__init__("Invalid refresh token.")
+
+
+class RefreshTokens:
+    def __init__(
+        self,
+        store: TokenStore,
+        access: AccessTokens,
+        *,
+        ttl: int,
+        metrics: Metrics,
+        clock: Clock,
+    ) -> None:
+        self._store = store
+        self._access = access
+        self._ttl = ttl
+        self._metrics = metrics
+        self._clock = clock
+
+    async def start_family(
+        self, user: UserRecord, *, ip: str | None, user_agent: str | None
+    ) -> TokenPair:
+        now = self._clock()
+        family = FamilyRecord(
+            id=secrets.token_urlsafe(FAMILY_ID_BYTES),
+            user_id=user.id,
+            created_at=now,
+            last_used_at=now,
+            expires_at=now + self._ttl,
+            ip=ip,
+            user_agent=user_agent[:512] if user_agent else None,
+        )
+        refresh = secrets.token_urlsafe(REFRESH_TOKEN_BYTES)
+        await self._store.create_family(family, hash_refresh_token(refresh))
+        return self._pair(user, family.id, refresh)
+
+    async def rotate(self, presented: str) -> TokenPair:
+        """Trade a live refresh token for a new pair, or raise :class:`InvalidRefreshToken`."""
+        if not presented or len(presented) > MAX_REFRESH_TOKEN_LENGTH or not presented.isascii():
+            raise InvalidRefreshToken()
+        fresh = secrets.token_urlsafe(REFRESH_TOKEN_BYTES)
+        outcome = await self._store.rotate_refresh_token(
+            hash_refresh_token(presented), hash_refresh_token(fresh), self._clock()
+        )
+        if outcome.status is RotationStatus.REUSED:
+            assert outcome.family is not None
+            self._metrics.refresh_reuse.inc()
+            self._metrics.revocations.labels(reason="reuse").inc()
+            audit.warning(
+                "refresh token reuse: family %s of user %s revoked",
+                outcome.family.id,
+                outcome.family.user_id,
+            )
+            raise InvalidRefreshToken()
+        if outcome.status is not RotationStatus.ROTATED:
+            raise InvalidRefreshToken()
+        assert outcome.family is not None
+        assert outcome.user is not None
+        self._metrics.refreshes.inc()
+        return self._pair(outcome.user, outcome.family.id, fresh)
+
+    def _pair(self, user: UserRecord, family_id: str, refresh: str) -> TokenPair:
+        access = self._access.issue(user.id, family_id, user.roles)
+        self._metrics.tokens_issued.inc()
+        return TokenPair(access.token, access.expires_in, refresh, family_id)

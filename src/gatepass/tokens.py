@@ -1,0 +1,435 @@
+"""Signing keys, JWKS, and access tokens (JWT, RFC 9068 shape).
+
+Verification is one early-raising sequence in a fixed order:
+
+1. size (at most 8 KiB) and shape: three base64url segments, canonically encoded;
+2. header: a JSON object with only ``alg``, ``kid`` and ``typ`` (so ``jku``,
+   ``x5u``, ``jwk``, ``x5c`` and ``crit`` are refused, never fetched); ``typ``
+   is ``at+jwt``;
+3. the key is chosen by ``kid`` from our own key ring, and the token's ``alg``
+   must equal that key's algorithm: the header never chooses the algorithm;
+4. the signature, checked by PyJWT's algorithm for that key;
+5. the claims, against the injected clock.
+
+Every failure raises :class:`InvalidToken`; its text is for logs, and the HTTP
+layer answers with a fixed body.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import secrets
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from jwt.algorithms import Algorithm, get_default_algorithms
+
+from gatepass.errors import AuthenticationFailed
+from gatepass.stores.base import SigningKeyRecord, TokenStore
+
+AlgorithmName = Literal["EdDSA", "ES256", "RS256", "HS256"]
+SUPPORTED_ALGORITHMS: tuple[AlgorithmName, ...] = ("EdDSA", "ES256", "RS256", "HS256")
+ASYMMETRIC_ALGORITHMS = frozenset({"EdDSA", "ES256", "RS256"})
+ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - a media type, not a secret
+ACCEPTED_TYPES = frozenset({"at+jwt", "application/at+jwt"})
+ALLOWED_HEADER_PARAMS = frozenset({"alg", "kid", "typ"})
+MAX_TOKEN_BYTES = 8 * 1024
+MAX_CLAIM_STRING = 128
+KID_BYTES = 12
+HMAC_KEY_BYTES = 32
+RSA_KEY_BITS = 2048
+#: Every node re-reads the key ring this often, so a rotation reaches all of them
+#: within this time without a restart; the JWKS ``max-age`` matches it.
+KEY_RELOAD_SECONDS = 30
+#: An unknown ``kid`` may trigger an early re-read at most this often.
+UNKNOWN_KID_RELOAD_SECONDS = 5
+
+_SEGMENT = r"[A-Za-z0-9_-]+"
+_TOKEN_SHAPE = re.compile(rf"{_SEGMENT}\.{_SEGMENT}\.{_SEGMENT}")
+_ALGORITHMS: dict[str, Algorithm] = {
+    name: get_default_algorithms()[name] for name in SUPPORTED_ALGORITHMS
+}
+
+Clock = Callable[[], float]
+
+
+class InvalidToken(AuthenticationFailed):
+    """An access token was refused. ``reason`` is for logs and metrics only."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("Invalid access token.", token_sent=True)
+        self.reason = reason
+
+
+# keys -----------------------------------------------------------------------
+
+
+def generate_key(alg: str, now: float, state: Literal["next", "current"]) -> SigningKeyRecord:
+    """A fresh signing key for ``alg`` (private material as PKCS#8 PEM, or the HMAC secret)."""
+    private: ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+    if alg == "HS256":
+        material = secrets.token_urlsafe(HMAC_KEY_BYTES)
+    else:
+        if alg == "EdDSA":
+            private = ed25519.Ed25519PrivateKey.generate()
+        elif alg == "ES256":
+            private = ec.generate_private_key(ec.SECP256R1())
+        elif alg == "RS256":
+            private = rsa.generate_private_key(public_exponent=65537, key_size=RSA_KEY_BITS)
+        else:
+            raise ValueError(f"unsupported algorithm {alg!r}")
+        material = private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode("ascii")
+    return SigningKeyRecord(
+        kid=secrets.token_urlsafe(KID_BYTES),
+        alg=alg,
+        state=state,
+        private_material=material,
+        created_at=now,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedKey:
+    """A key ready for use: prepared once, never per request."""
+
+    kid: str
+    alg: str
+    state: str
+    signing_key: Any
+    verifying_key: Any
+    public_jwk: dict[str, Any] | None
+    retired_at: float | None
+
+    def __repr__(self) -> str:
+        return f"LoadedKey(kid={self.kid!r}, alg={self.alg!r}, state={self.state!r})"
+
+
+def load_key(record: SigningKeyRecord) -> LoadedKey:
+    algorithm = _ALGORITHMS[record.alg]
+    if record.alg == "HS256":
+        secret = algorithm.prepare_key(record.private_material.encode("ascii"))
+        signing, verifying, jwk = secret, secret, None
+    else:
+        private = serialization.load_pem_private_key(
+            record.private_material.encode("ascii"), password=None
+        )
+        signing = algorithm.prepare_key(private)
+        verifying = private.public_key()
+        jwk = {
+            **algorithm.to_jwk(verifying, as_dict=True),
+            "kid": record.kid,
+            "alg": record.alg,
+            "use": "sig",
+        }
+    return LoadedKey(
+        kid=record.kid,
+        alg=record.alg,
+        state=record.state,
+        signing_key=signing,
+        verifying_key=verifying,
+        public_jwk=jwk,
+        retired_at=record.retired_at,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPlan:
+    upserts: tuple[SigningKeyRecord, ...]
+    deletes: tuple[str, ...]
+
+
+def plan_rotation(
+    keys: Sequence[SigningKeyRecord], alg: str, now: float, retention: float, *, force: bool
+) -> KeyPlan:
+    """What to change so that a key of ``alg`` signs. Pure.
+
+    Without ``force``, nothing changes while a current key of ``alg`` exists
+    (but expired retired keys are dropped). With it, or when the algorithm
+    changed: the current key retires, the ``next`` key of ``alg`` (already
+    published) becomes current, and a new ``next`` is made.
+    """
+    deletes = tuple(
+        k.kid
+        for k in keys
+        if k.state == "retired" and k.retired_at is not None and k.retired_at + retention <= now
+    )
+    currents = [k for k in keys if k.state == "current"]
+    if not force and any(k.alg == alg for k in currents):
+        return KeyPlan((), deletes)
+    upserts: list[SigningKeyRecord] = [
+        replace(k, state="retired", retired_at=now) for k in currents
+    ]
+    waiting = [k for k in keys if k.state == "next" and k.alg == alg]
+    promoted = (
+        replace(waiting[-1], state="current") if waiting else generate_key(alg, now, "current")
+    )
+    upserts.append(promoted)
+    # Stale ``next`` keys of another algorithm are dropped; the new one is published now.
+    deletes += tuple(k.kid for k in keys if k.state == "next" and k.kid != promoted.kid)
+    upserts.append(generate_key(alg, now, "next"))
+    return KeyPlan(tuple(upserts), deletes)
+
+
+class KeyRing:
+    """The deployment's signing keys, re-read from the store every :data:`KEY_RELOAD_SECONDS`."""
+
+    def __init__(self, store: TokenStore, algorithm: str, retention: float, clock: Clock) -> None:
+        if algorithm not in _ALGORITHMS:
+            raise ValueError(f"unsupported JWT algorithm {algorithm!r}")
+        self._store = store
+        self.algorithm = algorithm
+        self._retention = retention
+        self._clock = clock
+        self._keys: dict[str, LoadedKey] = {}
+        self._signing: LoadedKey | None = None
+        self._loaded_at = float("-inf")
+        self._early_reload_at = float("-inf")
+
+    def __repr__(self) -> str:
+        return f"KeyRing(alg={self.algorithm!r}, kids={sorted(self._keys)!r})"
+
+    async def start(self) -> None:
+        """Make sure a current key of the configured algorithm exists, then load."""
+        await self._apply(force=False)
+
+    async def rotate(self) -> LoadedKey:
+        """Retire the current key, promote the next one, publish a new next one."""
+        await self._apply(force=True)
+        return self.signing_key()
+
+    async def _apply(self, *, force: bool) -> None:
+        records = await self._store.list_signing_keys()
+        plan = plan_rotation(records, self.algorithm, self._clock(), self._retention, force=force)
+        if plan.upserts or plan.deletes:
+            await self._store.save_signing_keys(plan.upserts, plan.deletes)
+        await self.reload()
+
+    async def reload(self) -> None:
+        records = await self._store.list_signing_keys()
+        keys = {r.kid: load_key(r) for r in records}
+        currents = [k for k in keys.values() if k.state == "current" and k.alg == self.algorithm]
+        if currents:
+            self._signing = currents[-1]
+        self._keys = keys
+        self._loaded_at = self._clock()
+
+    async def refresh_if_stale(self) -> None:
+        if self._clock() - self._loaded_at >= KEY_RELOAD_SECONDS:
+            await self.reload()
+
+    async def lookup(self, kid: str) -> LoadedKey | None:
+        """The key for ``kid``; an unknown kid may re-read the ring, at a bounded rate."""
+        key = self._keys.get(kid)
+        if key is None and self._clock() - self._early_reload_at >= UNKNOWN_KID_RELOAD_SECONDS:
+            self._early_reload_at = self._clock()
+            await self.reload()
+            key = self._keys.get(kid)
+        return key
+
+    def get(self, kid: str) -> LoadedKey | None:
+        return self._keys.get(kid)
+
+    def signing_key(self) -> LoadedKey:
+        if self._signing is None:
+            raise RuntimeError("the key ring has no current key; call start() first")
+        return self._signing
+
+    def keys(self) -> Iterable[LoadedKey]:
+        return self._keys.values()
+
+    def jwks(self) -> dict[str, list[dict[str, Any]]]:
+        """Public keys only. A symmetric (HS256) key is never published."""
+        return {"keys": [k.public_jwk for k in self._keys.values() if k.public_jwk is not None]}
+
+
+# access tokens ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AccessClaims:
+    sub: str
+    jti: str
+    sid: str
+    roles: tuple[str, ...]
+    iat: float
+    exp: float
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedAccessToken:
+    token: str
+    claims: AccessClaims
+    expires_in: int
+
+    def __repr__(self) -> str:
+        return f"IssuedAccessToken(jti={self.claims.jti!r})"
+
+
+def _b64decode_canonical(segment: str) -> bytes:
+    """Decode one base64url segment, refusing any encoding but the canonical one."""
+    if len(segment) % 4 == 1:
+        raise InvalidToken("bad base64url length")
+    try:
+        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    except (binascii.Error, ValueError):
+        raise InvalidToken("bad base64url") from None
+    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != segment:
+        raise InvalidToken("non-canonical base64url")
+    return raw
+
+
+def _json_object(raw: bytes, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(raw, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
+        raise InvalidToken(f"{what} is not JSON") from None
+    if not isinstance(value, dict):
+        raise InvalidToken(f"{what} is not an object")
+    return value
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(name)
+
+
+def _time_claim(claims: dict[str, Any], name: str, default: float | None = None) -> float:
+    value = claims.get(name, default)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise InvalidToken(f"claim {name} missing or malformed")
+    try:
+        return float(value)
+    except OverflowError:
+        raise InvalidToken(f"claim {name} out of range") from None
+
+
+def _claim_string(claims: dict[str, Any], name: str) -> str:
+    value = claims.get(name)
+    if not isinstance(value, str) or not value or len(value) > MAX_CLAIM_STRING:
+        raise InvalidToken(f"claim {name} missing or malformed")
+    return value
+
+
+def validate_claims(
+    claims: dict[str, Any], *, issuer: str, audience: str, now: float, leeway: float
+) -> AccessClaims:
+    """Check registered and gatepass claims against ``now``. Pure."""
+    exp = _time_claim(claims, "exp")
+    iat = _time_claim(claims, "iat")
+    nbf = _time_claim(claims, "nbf", default=0.0)
+    if exp + leeway <= now:
+        raise InvalidToken("expired")
+    if iat - leeway > now:
+        raise InvalidToken("issued in the future")
+    if nbf - leeway > now:
+        raise InvalidToken("not yet valid")
+    if claims.get("iss") != issuer:
+        raise InvalidToken("wrong issuer")
+    aud = claims.get("aud")
+    if not (aud == audience or (isinstance(aud, list) and audience in aud)):
+        raise InvalidToken("wrong audience")
+    roles = claims.get("roles")
+    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+        raise InvalidToken("claim roles missing or malformed")
+    return AccessClaims(
+        sub=_claim_string(claims, "sub"),
+        jti=_claim_string(claims, "jti"),
+        sid=_claim_string(claims, "sid"),
+        roles=tuple(roles),
+        iat=iat,
+        exp=exp,
+    )
+
+
+class AccessTokens:
+    """Issues and verifies access tokens with a :class:`KeyRing`."""
+
+    def __init__(
+        self,
+        ring: KeyRing,
+        *,
+        issuer: str,
+        audience: str,
+        ttl: int,
+        leeway: float,
+        clock: Clock,
+    ) -> None:
+        self.ring = ring
+        self._issuer = issuer
+        self._audience = audience
+        self.ttl = ttl
+        self._leeway = leeway
+        self._clock = clock
+
+    def issue(self, user_id: str, family_id: str, roles: Sequence[str]) -> IssuedAccessToken:
+        key = self.ring.signing_key()
+        iat = int(self._clock())
+        claims = AccessClaims(
+            sub=user_id,
+            jti=secrets.token_urlsafe(16),
+            sid=family_id,
+            roles=tuple(roles),
+            iat=iat,
+            exp=iat + self.ttl,
+        )
+        payload = {
+            "iss": self._issuer,
+            "aud": self._audience,
+            "sub": claims.sub,
+            "exp": iat + self.ttl,
+            "iat": iat,
+            "jti": claims.jti,
+            "sid": claims.sid,
+            "roles": list(claims.roles),
+        }
+        token = jwt.encode(
+            payload,
+            key.signing_key,
+            algorithm=key.alg,
+            headers={"kid": key.kid, "typ": ACCESS_TOKEN_TYPE},
+        )
+        return IssuedAccessToken(token, claims, self.ttl)
+
+    async def verify(self, token: str) -> AccessClaims:
+        """Verify ``token`` or raise :class:`InvalidToken`. See the module docstring."""
+        if len(token) > MAX_TOKEN_BYTES or not token.isascii():
+            raise InvalidToken("too long or not ASCII")
+        if _TOKEN_SHAPE.fullmatch(token) is None:
+            raise InvalidToken("not a compact JWS")
+        header_b64, payload_b64, signature_b64 = token.split(".")
+        header = _json_object(_b64decode_canonical(header_b64), "header")
+        if not set(header) <= ALLOWED_HEADER_PARAMS:
+            raise InvalidToken("header parameter not allowed")
+        typ, kid, alg = header.get("typ"), header.get("kid"), header.get("alg")
+        if not isinstance(typ, str) or typ.lower() not in ACCEPTED_TYPES:
+            raise InvalidToken("wrong typ")
+        if not isinstance(kid, str) or not isinstance(alg, str):
+            raise InvalidToken("kid or alg missing")
+        await self.ring.refresh_if_stale()
+        key = await self.ring.lookup(kid)
+        if key is None:
+            raise InvalidToken("unknown kid")
+        if alg != key.alg:
+            raise InvalidToken("alg does not match the key")
+        signature = _b64decode_canonical(signature_b64)
+        signing_input = f"{header_b64}.{payload_b64}".encode("ascii")
+        if not _ALGORITHMS[key.alg].verify(signing_input, key.verifying_key, signature):
+            raise InvalidToken("bad signature")
+        claims = _json_object(_b64decode_canonical(payload_b64), "payload")
+        return validate_claims(
+            claims,
+            issuer=self._issuer,
+            audience=self._audience,
+            now=self._clock(),
+            leeway=self._leeway,
+        )
