@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
-from typing import NoReturn
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import UTC, datetime
+from typing import Any, NoReturn
 
 import click
 
 from gatepass.config import Settings, load_settings
-from gatepass.errors import ConfigError
+from gatepass.core import Gatepass
+from gatepass.errors import ConfigError, StoreUnavailable
 
 
 def _fail(message: str) -> NoReturn:
@@ -62,6 +66,61 @@ def serve(host: str | None, port: int | None, workers: int, log_level: str) -> N
         workers=workers,
         **common,  # type: ignore[arg-type]
     )
+
+
+@main.group()
+def keys() -> None:
+    """Inspect and rotate the access-token signing keys."""
+
+
+async def _with_gatepass(action: Callable[[Gatepass], Awaitable[None]]) -> None:
+    gp = await Gatepass.open(_settings())
+    try:
+        await action(gp)
+    finally:
+        await gp.close()
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@keys.command("list")
+def keys_list() -> None:
+    """List signing keys: kid, algorithm, state, created, retired."""
+
+    async def show(gp: Gatepass) -> None:
+        for record in await gp.store.list_signing_keys():
+            click.echo(
+                f"{record.kid}  {record.alg:<5}  {record.state:<7}  "
+                f"created {_when(record.created_at)}  retired {_when(record.retired_at)}"
+            )
+
+    _run(_with_gatepass(show))
+
+
+@keys.command("rotate")
+def keys_rotate() -> None:
+    """Retire the signing key, promote the published next key, publish a new next key.
+
+    Running servers start signing with the new key within KEY_RELOAD_SECONDS
+    (30 s); tokens signed by the retired key verify until they expire.
+    """
+
+    async def rotate(gp: Gatepass) -> None:
+        key = await gp.keys.rotate()
+        click.echo(f"signing key is now {key.kid} ({key.alg})")
+
+    _run(_with_gatepass(rotate))
+
+
+def _run(coro: Coroutine[Any, Any, None]) -> None:
+    try:
+        asyncio.run(coro)
+    except StoreUnavailable as exc:
+        _fail(str(exc))
 
 
 if __name__ == "__main__":  # pragma: no cover
