@@ -1,0 +1,533 @@
+"""Side-by-side HTTP benchmarks of gatepass and its peers, in one interleaved run.
+
+Usage: python bench/run.py [--quick] [--rounds N] [--duration S]
+
+Every server runs as one worker pinned to CPU 0; wrk (and the Python load
+clients) run pinned to CPU 1. Before any load, each protected endpoint must
+answer 200 with its credential and 401 without one and with a forged one.
+Rounds interleave all configurations; the table shows medians with min–max.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+SERVERS = BENCH / "servers"
+GATEPASS = ROOT / ".venv" / "bin" / "gatepass"
+PEERS_PY = BENCH / ".env" / "bin" / "python"
+SERVER_CPU = "0"
+CLIENT_CPU = "1"
+CONNECTIONS = 16
+PASSWORD = "bench password 123"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+READY_TIMEOUT = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def process_tree_cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` and its live children, from /proc."""
+    pids = {pid}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                pids.add(int(entry))
+    total = 0
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / CLK_TCK
+
+
+@dataclass
+class Server:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path
+    port: int
+    ready_path: str
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        log = open(self.cwd / f"{self.name}.log", "wb")  # noqa: SIM115 - lives with the process
+        self.proc = subprocess.Popen(
+            ["taskset", "-c", SERVER_CPU, *self.argv],
+            cwd=self.cwd,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited; see {self.cwd / (self.name + '.log')}")
+            try:
+                if httpx.get(self.url + self.ready_path, timeout=1).status_code < 500:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise RuntimeError(f"{self.name} did not become ready")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+
+@dataclass
+class Row:
+    name: str
+    server: Server
+    path: str
+    headers: dict[str, str]
+    forged: dict[str, str]
+    method: str = "GET"
+    rps: list[float] = field(default_factory=list)
+    p50: list[float] = field(default_factory=list)
+    p99: list[float] = field(default_factory=list)
+    cpu_us: list[float] = field(default_factory=list)
+
+
+def uvicorn_argv(module: str, port: int) -> list[str]:
+    return [
+        str(PEERS_PY),
+        "-m",
+        "uvicorn",
+        module,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+
+
+def gatepass_server(name: str, workdir: Path, alg: str) -> Server:
+    port = free_port()
+    cwd = workdir / name
+    cwd.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEPASS_")}
+    env.update(
+        GATEPASS_DEV="1",
+        GATEPASS_JWT_ALGORITHM=alg,
+        GATEPASS_LOGIN_IP_LIMIT="1000000",
+        GATEPASS_ACCESS_TOKEN_TTL="3600",
+    )
+    argv = [str(GATEPASS), "serve", "--port", str(port), "--log-level", "warning"]
+    return Server(name, argv, env, cwd, port, "/healthz")
+
+
+def gatepass_login(server: Server, client: str, email: str) -> dict:
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        http.post("/auth/register", json={"email": email, "password": PASSWORD})
+        r = http.post("/auth/login", json={"email": email, "password": PASSWORD, "client": client})
+        r.raise_for_status()
+        body = r.json()
+        if client == "web":
+            body["cookie"] = http.cookies.get("gatepass_session")
+        return body
+
+
+def forge(token: str) -> str:
+    """The same token with one signature character changed."""
+    head, sig = token.rsplit(".", 1)
+    swapped = ("A" if sig[0] != "A" else "B") + sig[1:]
+    return f"{head}.{swapped}"
+
+
+def check_credentials(row: Row) -> None:
+    """Refuse to benchmark a row that does not actually check its credential."""
+    url = row.server.url + row.path
+    ok = httpx.request(row.method, url, headers=row.headers, timeout=10)
+    missing = httpx.request(row.method, url, timeout=10)
+    forged = httpx.request(row.method, url, headers=row.forged, timeout=10)
+    if ok.status_code != 200 or missing.status_code != 401 or forged.status_code != 401:
+        raise RuntimeError(
+            f"{row.name}: expected 200/401/401, got {ok.status_code}/{missing.status_code}/"
+            f"{forged.status_code}"
+        )
+
+
+_LAT = re.compile(r"^\s+(50|99)(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$", re.M)
+
+
+def _ms(value: str, unit: str) -> float:
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def run_wrk(url: str, headers: dict[str, str], duration: float) -> tuple[float, float, float, int]:
+    argv = [
+        "taskset",
+        "-c",
+        CLIENT_CPU,
+        "wrk",
+        "-t1",
+        f"-c{CONNECTIONS}",
+        f"-d{int(duration)}s",
+        "--latency",
+        "--timeout",
+        "5s",
+    ]
+    for k, v in headers.items():
+        argv += ["-H", f"{k}: {v}"]
+    out = subprocess.run(
+        [*argv, url], capture_output=True, text=True, timeout=duration + 30, check=True
+    ).stdout
+    if "Non-2xx" in out or "Socket errors" in out:
+        raise RuntimeError(f"wrk saw errors against {url}:\n{out}")
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    lat = {m.group(1): _ms(m.group(2), m.group(3)) for m in _LAT.finditer(out)}
+    return rps, lat["50"], lat["99"], total
+
+
+def measure(row: Row, duration: float) -> None:
+    assert row.server.proc is not None
+    cpu0 = process_tree_cpu_seconds(row.server.proc.pid)
+    rps, p50, p99, total = run_wrk(row.server.url + row.path, row.headers, duration)
+    cpu1 = process_tree_cpu_seconds(row.server.proc.pid)
+    row.rps.append(rps)
+    row.p50.append(p50)
+    row.p99.append(p99)
+    row.cpu_us.append((cpu1 - cpu0) / total * 1e6)
+
+
+# refresh under concurrency and bearer under a login burst --------------------------
+
+
+async def _refresh_load(
+    server: Server, tokens: list[str], duration: float
+) -> tuple[int, list[float]]:
+    latencies: list[float] = []
+    done = 0
+    deadline = time.monotonic() + duration
+
+    async def chain(http: httpx.AsyncClient, token: str) -> None:
+        nonlocal done
+        while time.monotonic() < deadline:
+            t0 = time.perf_counter()
+            r = await http.post("/auth/refresh", json={"refresh_token": token})
+            latencies.append((time.perf_counter() - t0) * 1000)
+            if r.status_code != 200:
+                raise RuntimeError(f"refresh failed: {r.status_code}")
+            token = r.json()["refresh_token"]
+            done += 1
+
+    limits = httpx.Limits(max_connections=len(tokens))
+    async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=30) as http:
+        await asyncio.gather(*(chain(http, t) for t in tokens))
+    return done, latencies
+
+
+def measure_refresh(row: Row, server: Server, duration: float, clients: int = 32) -> None:
+    tokens = [
+        gatepass_login(server, "mobile", f"refresh{i}@example.com")["refresh_token"]
+        for i in range(clients)
+    ]
+    os.sched_setaffinity(0, {int(CLIENT_CPU)})
+    try:
+        assert server.proc is not None
+        cpu0 = process_tree_cpu_seconds(server.proc.pid)
+        t0 = time.perf_counter()
+        done, latencies = asyncio.run(_refresh_load(server, tokens, duration))
+        elapsed = time.perf_counter() - t0
+        cpu1 = process_tree_cpu_seconds(server.proc.pid)
+    finally:
+        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+    latencies.sort()
+    row.rps.append(done / elapsed)
+    row.p50.append(latencies[len(latencies) // 2])
+    row.p99.append(latencies[int(len(latencies) * 0.99)])
+    row.cpu_us.append((cpu1 - cpu0) / done * 1e6)
+
+
+def measure_during_logins(row: Row, duration: float, burst_clients: int = 4) -> None:
+    stop = threading.Event()
+    email = "burst@example.com"
+    gatepass_login(row.server, "mobile", email)
+    logins = 0
+
+    def burst() -> None:
+        nonlocal logins
+        with httpx.Client(base_url=row.server.url, timeout=60) as http:
+            while not stop.is_set():
+                r = http.post(
+                    "/auth/login", json={"email": email, "password": PASSWORD, "client": "mobile"}
+                )
+                if r.status_code == 200:
+                    logins += 1
+
+    threads = [threading.Thread(target=burst, daemon=True) for _ in range(burst_clients)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    try:
+        measure(row, duration)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(70)
+    if logins == 0:
+        raise RuntimeError("the login burst did not log in")
+
+
+# table ------------------------------------------------------------------------------
+
+
+def _med(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def _spread(values: list[float]) -> str:
+    return f"{min(values):.0f}–{max(values):.0f}" if values else "-"
+
+
+def print_table(rows: list[Row], ceiling: Row) -> None:
+    base = _med(ceiling.rps)
+    header = (
+        f"{'configuration':<52} {'req/s':>8} {'(min–max)':>13} {'× bare':>7} "
+        f"{'p50 ms':>7} {'p99 ms':>7} {'CPU µs/req':>10}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(
+            f"{r.name:<52} {_med(r.rps):>8.0f} {_spread(r.rps):>13} {_med(r.rps) / base:>7.2f} "
+            f"{_med(r.p50):>7.2f} {_med(r.p99):>7.2f} {_med(r.cpu_us):>10.0f}"
+        )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="short smoke run")
+    parser.add_argument("--rounds", type=int)
+    parser.add_argument("--duration", type=float)
+    args = parser.parse_args()
+    rounds = args.rounds or (1 if args.quick else 3)
+    duration = args.duration or (3.0 if args.quick else 10.0)
+    warmup = 1 if args.quick else 3
+    for tool in ("wrk", "taskset"):
+        if shutil.which(tool) is None:
+            print(f"bench: {tool} is missing (make bench installs it)", file=sys.stderr)
+            return 2
+
+    workdir = Path(tempfile.mkdtemp(prefix="gatepass-bench-"))
+    servers: list[Server] = []
+
+    def add(server: Server) -> Server:
+        servers.append(server)
+        server.start()
+        return server
+
+    try:
+        bare = add(
+            Server(
+                "bare",
+                uvicorn_argv("bare_starlette:app", p := free_port()),
+                {**os.environ, "PYTHONPATH": str(SERVERS)},
+                workdir,
+                p,
+                "/me",
+            )
+        )
+        rows: list[Row] = [Row("bare Starlette, no auth (ceiling)", bare, "/me", {}, {})]
+        for alg in ("HS256", "EdDSA"):
+            s = add(
+                Server(
+                    f"pyjwt-{alg}",
+                    uvicorn_argv("starlette_pyjwt:app", p := free_port()),
+                    {**os.environ, "PYTHONPATH": str(SERVERS), "BENCH_ALG": alg},
+                    workdir,
+                    p,
+                    "/token",
+                )
+            )
+            tok = httpx.get(s.url + "/token").json()["access_token"]
+            rows.append(
+                Row(
+                    f"Starlette + PyJWT middleware, {alg}",
+                    s,
+                    "/me",
+                    {"Authorization": f"Bearer {tok}"},
+                    {"Authorization": f"Bearer {forge(tok)}"},
+                )
+            )
+        fu_dir = workdir / "fastapi-users"
+        fu_dir.mkdir()
+        fu = add(
+            Server(
+                "fastapi-users",
+                uvicorn_argv("fastapi_users_app:app", p := free_port()),
+                {**os.environ, "PYTHONPATH": str(SERVERS)},
+                fu_dir,
+                p,
+                "/docs",
+            )
+        )
+        httpx.post(
+            fu.url + "/auth/register", json={"email": "fu@example.com", "password": PASSWORD}
+        )
+        tok = httpx.post(
+            fu.url + "/auth/jwt/login", data={"username": "fu@example.com", "password": PASSWORD}
+        ).json()["access_token"]
+        rows.append(
+            Row(
+                "fastapi-users GET /users/me (JWT strategy, SQLite)",
+                fu,
+                "/users/me",
+                {"Authorization": f"Bearer {tok}"},
+                {"Authorization": f"Bearer {forge(tok)}"},
+            )
+        )
+        p = free_port()
+        fl = add(
+            Server(
+                "flask-jwt-extended",
+                [
+                    str(PEERS_PY),
+                    "-m",
+                    "gunicorn",
+                    "-w",
+                    "1",
+                    "-b",
+                    f"127.0.0.1:{p}",
+                    "--log-level",
+                    "warning",
+                    "flask_jwt_app:app",
+                ],
+                {**os.environ, "PYTHONPATH": str(SERVERS)},
+                workdir,
+                p,
+                "/me",
+            )
+        )
+        tok = httpx.post(fl.url + "/login").json()["access_token"]
+        rows.append(
+            Row(
+                "Flask-JWT-Extended under gunicorn (sync, 1 worker)",
+                fl,
+                "/me",
+                {"Authorization": f"Bearer {tok}"},
+                {"Authorization": f"Bearer {forge(tok)}"},
+            )
+        )
+
+        gp: dict[str, Server] = {}
+        for alg in ("EdDSA", "ES256", "HS256"):
+            gp[alg] = add(gatepass_server(f"gatepass-{alg}", workdir, alg))
+            tok = gatepass_login(gp[alg], "mobile", "bench@example.com")["access_token"]
+            rows.append(
+                Row(
+                    f"gatepass GET /auth/me, Bearer {alg}",
+                    gp[alg],
+                    "/auth/me",
+                    {"Authorization": f"Bearer {tok}"},
+                    {"Authorization": f"Bearer {forge(tok)}"},
+                )
+            )
+        web = gatepass_login(gp["EdDSA"], "web", "web@example.com")
+        cookie = web["cookie"]
+        rows.append(
+            Row(
+                "gatepass GET /auth/me, session cookie (SQLite)",
+                gp["EdDSA"],
+                "/auth/me",
+                {"Cookie": f"gatepass_session={cookie}"},
+                {"Cookie": f"gatepass_session={cookie[:-2]}AA"},
+            )
+        )
+        special_refresh = Row(
+            "gatepass POST /auth/refresh, 32 clients",
+            gp["HS256"],
+            "/auth/refresh",
+            {},
+            {},
+            method="POST",
+        )
+        burst_token = gatepass_login(gp["EdDSA"], "mobile", "burst-reader@example.com")[
+            "access_token"
+        ]
+        special_burst = Row(
+            "gatepass Bearer EdDSA /auth/me during a login burst",
+            gp["EdDSA"],
+            "/auth/me",
+            {"Authorization": f"Bearer {burst_token}"},
+            {"Authorization": f"Bearer {forge(burst_token)}"},
+        )
+
+        for row in [*rows[1:], special_burst]:
+            check_credentials(row)
+        print("credentials checked: every protected row answers 200 / 401 missing / 401 forged")
+        for row in rows:
+            run_wrk(row.server.url + row.path, row.headers, warmup)
+
+        for n in range(rounds):
+            print(f"round {n + 1}/{rounds} …", flush=True)
+            for row in rows:
+                measure(row, duration)
+            measure_refresh(special_refresh, gp["HS256"], duration)
+            measure_during_logins(special_burst, duration)
+        print()
+        print_table([*rows, special_refresh, special_burst], rows[0])
+        idle = next(r for r in rows if r.name.endswith("Bearer EdDSA"))
+        print(
+            f"\nBearer EdDSA p99 during login burst / idle p99: "
+            f"{_med(special_burst.p99) / _med(idle.p99):.2f}×"
+        )
+        print(
+            f"{rounds} interleaved round(s) of {duration:.0f} s, wrk -t1 -c{CONNECTIONS}, "
+            f"servers on CPU {SERVER_CPU}, load on CPU {CLIENT_CPU}"
+        )
+        return 0
+    finally:
+        for s in servers:
+            s.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
