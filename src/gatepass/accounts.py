@@ -16,6 +16,7 @@ from gatepass.metrics import Metrics
 from gatepass.passwords import PasswordHasher, PasswordPolicyError, normalise_password
 from gatepass.ratelimit import LoginThrottle
 from gatepass.refresh import RefreshTokens, TokenPair
+from gatepass.revocation import RevocationView
 from gatepass.sessions import IssuedSession, SessionManager
 from gatepass.stores.base import EmailTaken, SessionRecord, Store, UserRecord
 
@@ -63,6 +64,7 @@ class Accounts:
         hasher: PasswordHasher,
         sessions: SessionManager,
         refresh_tokens: RefreshTokens,
+        revocations: RevocationView,
         throttle: LoginThrottle,
         metrics: Metrics,
         clock: Clock,
@@ -71,6 +73,7 @@ class Accounts:
         self._hasher = hasher
         self._sessions = sessions
         self._refresh = refresh_tokens
+        self._revocations = revocations
         self._throttle = throttle
         self._metrics = metrics
         self._clock = clock
@@ -153,13 +156,16 @@ class Accounts:
             )
             self._metrics.revocations.labels(reason="logout").inc()
         if identity.family_id is not None and await self._store.revoke_family(
-            identity.family_id, identity.user.id
+            identity.family_id, self._clock(), identity.user.id
         ):
             self._metrics.revocations.labels(reason="logout").inc()
+        if identity.method == "bearer":
+            await self._revocations.sync()
 
     async def logout_all(self, identity: Identity) -> None:
         """End every session and family; every access token issued before now fails."""
         ended = await self._store.end_everything(identity.user.id, self._clock())
+        await self._revocations.sync()
         self._metrics.sessions_ended.inc(ended)
         self._metrics.revocations.labels(reason="logout_all").inc()
 
@@ -197,7 +203,8 @@ class Accounts:
         if await self._store.delete_session_by_handle(identity.user.id, handle):
             self._metrics.sessions_ended.inc()
             return
-        if await self._store.revoke_family(handle, identity.user.id):
+        if await self._store.revoke_family(handle, self._clock(), identity.user.id):
+            await self._revocations.sync()
             self._metrics.revocations.labels(reason="family_deleted").inc()
             return
         raise NotFound("No such session.")
@@ -224,6 +231,7 @@ class Accounts:
         await self._store.change_password(
             identity.user.id, new_hash, replacement=replacement, now=self._clock()
         )
+        await self._revocations.sync()
         ended = len(previous) - (1 if replacement is not None else 0)
         self._metrics.sessions_ended.inc(max(0, ended))
         return issued

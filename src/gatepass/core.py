@@ -14,7 +14,7 @@ from gatepass.metrics import Metrics
 from gatepass.passwords import PasswordHasher
 from gatepass.ratelimit import LoginThrottle
 from gatepass.refresh import RefreshTokens
-from gatepass.revocation import BearerAuthenticator
+from gatepass.revocation import BearerAuthenticator, RevocationView
 from gatepass.sessions import CookieSigner, SessionManager, SessionPolicy
 from gatepass.stores.base import Store
 from gatepass.stores.sql import SqlStore
@@ -74,21 +74,27 @@ class Gatepass:
             leeway=settings.leeway,
             clock=clock,
         )
+        self.revocations = RevocationView(
+            store, retention=settings.access_token_ttl + settings.leeway, clock=clock
+        )
         self.refresh_tokens = RefreshTokens(
             store,
             self.access_tokens,
+            self.revocations,
             ttl=settings.refresh_token_ttl,
             metrics=self.metrics,
             clock=clock,
         )
         self.authenticator = Authenticator(
-            self.sessions, BearerAuthenticator(self.access_tokens, store)
+            self.sessions,
+            BearerAuthenticator(self.access_tokens, self.revocations, store, clock),
         )
         self.accounts = Accounts(
             store,
             self.hasher,
             self.sessions,
             self.refresh_tokens,
+            self.revocations,
             self.throttle,
             self.metrics,
             clock,
@@ -114,6 +120,7 @@ class Gatepass:
         ]
         instance = cls(settings, store, session_secrets, clock=clock, hasher=hasher)
         await instance.keys.start()
+        await instance.revocations.sync()
         await instance.hasher.warm_up()
         return instance
 

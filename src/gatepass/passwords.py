@@ -8,11 +8,16 @@ never block the event loop that verifies other requests.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
+import threading
 import unicodedata
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
-import anyio.to_thread
 from argon2 import PasswordHasher as _Argon2
 from argon2 import Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -24,6 +29,17 @@ MAX_PASSWORD_LENGTH = 1024
 DEFAULT_TIME_COST = 2
 DEFAULT_MEMORY_COST_KIB = 19 * 1024
 DEFAULT_PARALLELISM = 1
+#: Niceness of the hashing threads: a burst of logins must not starve the event
+#: loop that verifies every other request (Linux honours per-thread niceness).
+HASHING_THREAD_NICENESS = 10
+
+T = TypeVar("T")
+
+
+def _lower_thread_priority() -> None:
+    # Not Linux, or not permitted: hashing still works, at normal priority.
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASHING_THREAD_NICENESS)
 
 
 class PasswordPolicyError(ValueError):
@@ -67,6 +83,17 @@ class PasswordHasher:
             type=Type.ID,
         )
         self._dummy_hash: str | None = None
+        self._pool: ThreadPoolExecutor | None = None
+
+    async def _off_loop(self, fn: Callable[..., T], *args: str) -> T:
+        """Run ``fn`` in the low-priority hashing pool, never on the event loop."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(
+                max_workers=os.cpu_count() or 1,
+                thread_name_prefix="gatepass-argon2",
+                initializer=_lower_thread_priority,
+            )
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     def hash_sync(self, password: str) -> str:
         return self._hasher.hash(normalise_password(password))
@@ -97,14 +124,14 @@ class PasswordHasher:
             self._hasher.verify(self._dummy_hash, "not the dummy password")
 
     async def hash(self, password: str) -> str:
-        return await anyio.to_thread.run_sync(self.hash_sync, password)
+        return await self._off_loop(self.hash_sync, password)
 
     async def verify(self, stored_hash: str, password: str) -> VerifyResult:
-        return await anyio.to_thread.run_sync(self.verify_sync, stored_hash, password)
+        return await self._off_loop(self.verify_sync, stored_hash, password)
 
     async def dummy_verify(self, password: str) -> VerifyResult:
-        return await anyio.to_thread.run_sync(self.dummy_verify_sync, password)
+        return await self._off_loop(self.dummy_verify_sync, password)
 
     async def warm_up(self) -> None:
         """Compute the dummy hash now, so the first unknown-email login costs what others do."""
-        await anyio.to_thread.run_sync(self._spend_dummy_verify)
+        await self._off_loop(self._spend_dummy_verify)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from gatepass.errors import AuthenticationFailed
 from gatepass.metrics import Metrics
+from gatepass.revocation import RevocationView
 from gatepass.stores.base import FamilyRecord, RotationStatus, TokenStore, UserRecord
 from gatepass.tokens import AccessTokens
 
@@ -64,6 +65,7 @@ class RefreshTokens:
         self,
         store: TokenStore,
         access: AccessTokens,
+        revocations: RevocationView,
         *,
         ttl: int,
         metrics: Metrics,
@@ -71,6 +73,7 @@ class RefreshTokens:
     ) -> None:
         self._store = store
         self._access = access
+        self._revocations = revocations
         self._ttl = ttl
         self._metrics = metrics
         self._clock = clock
@@ -102,6 +105,7 @@ class RefreshTokens:
         )
         if outcome.status is RotationStatus.REUSED:
             assert outcome.family is not None
+            await self._revocations.sync()
             self._metrics.refresh_reuse.inc()
             self._metrics.revocations.labels(reason="reuse").inc()
             audit.warning(

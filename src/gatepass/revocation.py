@@ -2,25 +2,50 @@
 
 Three independent reasons kill an access token before its ``exp``:
 
-* its ``jti`` is on the denylist (Bearer logout); entries expire with the token;
+* its ``jti`` is on the denylist (Bearer logout);
 * its refresh family (``sid``) is revoked (logout, reuse, deletion, logout-all);
 * it was issued before the user's *tokens valid after* epoch (logout-all,
   password change).
 
+Every revocation is written to a feed in the database (one row each), and
+every process keeps the live part of that feed in memory
+(:class:`RevocationView`): the check on the request path is three dictionary
+look-ups, whatever the number of revoked tokens, and needs no store round
+trip. A process applies its own revocations at once and reads the others' at
+most :data:`REVOCATION_POLL_SECONDS` later. Entries are dropped once every
+token they could concern has expired (access-token TTL + leeway).
+
 The epoch is compared in whole seconds (``iat`` is a whole number) so that a
 token issued just *after* a logout-all in the same second stays valid; a token
 issued just *before* it in that second is still refused, because logout-all
-also revokes every family. All three facts come from one store read, by
-primary key: the cost does not grow with the number of revoked tokens.
+also revokes every family of the user.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import replace
 
 from gatepass.authenticator import Identity
-from gatepass.stores.base import BearerState, TokenStore
+from gatepass.stores.base import (
+    BearerState,
+    RevocationEvent,
+    TokenStore,
+    UserRecord,
+    UserStore,
+)
 from gatepass.tokens import AccessClaims, AccessTokens, InvalidToken
+
+#: How stale another process's revocations may be here, at most.
+REVOCATION_POLL_SECONDS = 1.0
+#: How often expired feed entries are dropped from memory and from the store.
+PRUNE_SECONDS = 60.0
+#: Users (email, roles) are cached this long for Bearer requests.
+USER_CACHE_SECONDS = 30.0
+USER_CACHE_SIZE = 10_000
+
+Clock = Callable[[], float]
 
 
 def check_not_revoked(claims: AccessClaims, state: BearerState) -> None:
@@ -35,22 +60,118 @@ def check_not_revoked(claims: AccessClaims, state: BearerState) -> None:
         raise InvalidToken("issued before the user's token epoch")
 
 
-class BearerAuthenticator:
-    """Verifies an access token and checks it against revocation state."""
+class RevocationView:
+    """This process's copy of the live revocation feed."""
 
-    def __init__(self, tokens: AccessTokens, store: TokenStore) -> None:
-        self._tokens = tokens
+    def __init__(self, store: TokenStore, *, retention: float, clock: Clock) -> None:
         self._store = store
+        self._retention = retention
+        self._clock = clock
+        self._jtis: dict[str, float] = {}
+        self._families: dict[str, float] = {}
+        self._epochs: dict[str, float] = {}
+        self._created: dict[tuple[str, str], float] = {}
+        self._last_id = 0
+        self._synced_at = float("-inf")
+        self._pruned_at = float("-inf")
+        self._syncing = False
+
+    async def sync(self) -> None:
+        """Read feed entries this process has not seen yet."""
+        self._syncing = True
+        try:
+            events = await self._store.revocation_events(self._last_id)
+            for event in events:
+                self._apply(event)
+            self._synced_at = self._clock()
+            if self._synced_at - self._pruned_at >= PRUNE_SECONDS:
+                await self._prune()
+        finally:
+            self._syncing = False
+
+    async def sync_if_stale(self) -> None:
+        if not self._syncing and self._clock() - self._synced_at >= REVOCATION_POLL_SECONDS:
+            await self.sync()
+
+    def _apply(self, event: RevocationEvent) -> None:
+        self._last_id = max(self._last_id, event.id)
+        if event.kind == "jti":
+            self._jtis[event.subject] = event.created_at
+        elif event.kind == "family":
+            self._families[event.subject] = event.created_at
+        elif event.kind == "epoch":
+            self._epochs[event.subject] = max(self._epochs.get(event.subject, 0.0), event.value)
+            self._created[("epoch", event.subject)] = event.created_at
+
+    async def _prune(self) -> None:
+        horizon = self._clock() - self._retention
+        self._jtis = {k: v for k, v in self._jtis.items() if v >= horizon}
+        self._families = {k: v for k, v in self._families.items() if v >= horizon}
+        stale = [k for k, v in self._created.items() if v < horizon]
+        for key in stale:
+            del self._created[key]
+            self._epochs.pop(key[1], None)
+        self._pruned_at = self._clock()
+        await self._store.prune_revocations(horizon)
+
+    def jti_revoked(self, jti: str) -> bool:
+        return jti in self._jtis
+
+    def family_revoked(self, family_id: str) -> bool:
+        return family_id in self._families
+
+    def epoch(self, user_id: str) -> float:
+        return self._epochs.get(user_id, 0.0)
+
+
+class BearerAuthenticator:
+    """Verifies an access token and checks it against revocation, with no store
+    round trip for a token (and user) seen recently."""
+
+    def __init__(
+        self,
+        tokens: AccessTokens,
+        view: RevocationView,
+        users: UserStore,
+        clock: Clock,
+    ) -> None:
+        self._tokens = tokens
+        self._view = view
+        self._users = users
+        self._clock = clock
+        self._user_cache: dict[str, tuple[UserRecord, float]] = {}
 
     async def authenticate_bearer(self, token: str) -> Identity:
         claims = await self._tokens.verify(token)
-        state = await self._store.bearer_state(claims.sub, claims.sid, claims.jti)
+        await self._view.sync_if_stale()
+        user = await self._user(claims.sub)
+        if user is not None:
+            user = replace(
+                user, tokens_valid_after=max(user.tokens_valid_after, self._view.epoch(user.id))
+            )
+        state = BearerState(
+            user=user,
+            family_live=not self._view.family_revoked(claims.sid),
+            jti_revoked=self._view.jti_revoked(claims.jti),
+        )
         check_not_revoked(claims, state)
-        assert state.user is not None
+        assert user is not None
         return Identity(
-            user=state.user,
+            user=user,
             method="bearer",
             token_id=claims.jti,
             family_id=claims.sid,
             token_expires_at=claims.exp,
         )
+
+    async def _user(self, user_id: str) -> UserRecord | None:
+        now = self._clock()
+        cached = self._user_cache.get(user_id)
+        if cached is not None and now - cached[1] < USER_CACHE_SECONDS:
+            return cached[0]
+        user = await self._users.get_user(user_id)
+        if user is not None:
+            if len(self._user_cache) >= USER_CACHE_SIZE:
+                del self._user_cache[next(iter(self._user_cache))]
+            self._user_cache[user_id] = (user, now)
+        return user

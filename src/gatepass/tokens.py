@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import re
 import secrets
@@ -48,6 +49,8 @@ RSA_KEY_BITS = 2048
 #: Every node re-reads the key ring this often, so a rotation reaches all of them
 #: within this time without a restart; the JWKS ``max-age`` matches it.
 KEY_RELOAD_SECONDS = 30
+#: Verified tokens remembered per process; a repeat skips parsing and the signature.
+VERIFIED_CACHE_SIZE = 10_000
 #: An unknown ``kid`` may trigger an early re-read at most this often.
 UNKNOWN_KID_RELOAD_SECONDS = 5
 
@@ -363,13 +366,19 @@ class AccessTokens:
         ttl: int,
         leeway: float,
         clock: Clock,
+        cache_size: int = VERIFIED_CACHE_SIZE,
     ) -> None:
         self.ring = ring
+        self._cache_size = cache_size
         self._issuer = issuer
         self._audience = audience
         self.ttl = ttl
         self._leeway = leeway
         self._clock = clock
+        # SHA-256 of a token -> its verified claims. Only ``exp`` can turn a verified
+        # token invalid with time, so a hit re-checks it; revocation is checked by the
+        # caller on every request, cached or not.
+        self._verified: dict[bytes, AccessClaims] = {}
 
     def issue(self, user_id: str, family_id: str, roles: Sequence[str]) -> IssuedAccessToken:
         key = self.ring.signing_key()
@@ -401,9 +410,31 @@ class AccessTokens:
         return IssuedAccessToken(token, claims, self.ttl)
 
     async def verify(self, token: str) -> AccessClaims:
-        """Verify ``token`` or raise :class:`InvalidToken`. See the module docstring."""
+        """Verify ``token`` or raise :class:`InvalidToken`. See the module docstring.
+
+        Revocation is not checked here (see :mod:`gatepass.revocation`).
+        """
         if len(token) > MAX_TOKEN_BYTES or not token.isascii():
             raise InvalidToken("too long or not ASCII")
+        digest = hashlib.sha256(token.encode("ascii")).digest()
+        cached = self._verified.get(digest)
+        if cached is not None:
+            if cached.exp + self._leeway > self._clock():
+                return cached
+            del self._verified[digest]
+            raise InvalidToken("expired")
+        claims = await self._verify_uncached(token)
+        if len(self._verified) >= self._cache_size:
+            del self._verified[next(iter(self._verified))]
+        self._verified[digest] = claims
+        return claims
+
+    @property
+    def cached_tokens(self) -> int:
+        """How many verified tokens are remembered (bounded by :data:`VERIFIED_CACHE_SIZE`)."""
+        return len(self._verified)
+
+    async def _verify_uncached(self, token: str) -> AccessClaims:
         if _TOKEN_SHAPE.fullmatch(token) is None:
             raise InvalidToken("not a compact JWS")
         header_b64, payload_b64, signature_b64 = token.split(".")

@@ -99,9 +99,29 @@ class RotationOutcome:
     user: UserRecord | None = None
 
 
+RevocationKind = Literal["jti", "family", "epoch"]
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationEvent:
+    """One entry of the revocation feed every process follows.
+
+    ``kind`` is ``jti`` (subject: a token ID), ``family`` (a refresh family) or
+    ``epoch`` (a user ID; ``value`` is the instant before which that user's
+    tokens are void). ``created_at`` lets the feed be pruned once every token it
+    could concern has expired.
+    """
+
+    id: int
+    kind: RevocationKind
+    subject: str
+    value: float
+    created_at: float
+
+
 @dataclass(frozen=True, slots=True)
 class BearerState:
-    """What revocation needs to know about one access token, read in one round trip."""
+    """What revocation knows about one access token."""
 
     user: UserRecord | None
     family_live: bool
@@ -185,18 +205,25 @@ class TokenStore(Protocol):
         """
         ...
 
-    async def revoke_family(self, family_id: str, user_id: str | None = None) -> bool:
-        """Revoke a family (of ``user_id`` when given); ``False`` when there was none live."""
+    async def revoke_family(self, family_id: str, now: float, user_id: str | None = None) -> bool:
+        """Revoke a family (of ``user_id`` when given) and publish it on the feed;
+        ``False`` when there was no such live family."""
         ...
 
     async def list_families(self, user_id: str, now: float) -> list[FamilyRecord]:
         """The user's live families."""
         ...
 
-    async def bearer_state(self, user_id: str, family_id: str, jti: str) -> BearerState: ...
-
     async def revoke_jti(self, jti: str, expires_at: float, now: float) -> None:
-        """Deny ``jti`` until ``expires_at``; expired entries are pruned on the way."""
+        """Deny ``jti`` (whose token expires at ``expires_at``) by publishing it on the feed."""
+        ...
+
+    async def revocation_events(self, after_id: int) -> list[RevocationEvent]:
+        """Feed entries with an ID above ``after_id``, oldest first."""
+        ...
+
+    async def prune_revocations(self, created_before: float) -> int:
+        """Drop feed entries created before ``created_before``; return how many."""
         ...
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Index,
+    Integer,
     MetaData,
     String,
     Table,
@@ -24,7 +25,6 @@ from sqlalchemy import (
     delete,
     event,
     insert,
-    literal,
     select,
     update,
 )
@@ -34,9 +34,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from gatepass.errors import StoreUnavailable
 from gatepass.stores.base import (
-    BearerState,
     EmailTaken,
     FamilyRecord,
+    RevocationEvent,
+    RevocationKind,
     RotationOutcome,
     RotationStatus,
     SessionRecord,
@@ -123,12 +124,15 @@ refresh_tokens = Table(
     Index("ix_gatepass_refresh_tokens_family", "family_id"),
 )
 
-revoked_jtis = Table(
-    "gatepass_revoked_jtis",
+revocations = Table(
+    "gatepass_revocations",
     metadata,
-    Column("jti", String(64), primary_key=True),
-    Column("expires_at", Float, nullable=False),
-    Index("ix_gatepass_revoked_jtis_expiry", "expires_at"),
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False),
+    Column("subject", String(128), nullable=False),
+    Column("value", Float, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index("ix_gatepass_revocations_created", "created_at"),
 )
 
 _SESSION_WITH_USER = select(
@@ -356,11 +360,7 @@ class SqlStore:
                 .values(password_hash=password_hash, tokens_valid_after=now)
             )
             await conn.execute(delete(sessions).where(sessions.c.user_id == user_id))
-            await conn.execute(
-                update(families)
-                .where(families.c.user_id == user_id, families.c.revoked.is_(False))
-                .values(revoked=True)
-            )
+            await _revoke_user_families(conn, user_id, now)
             if replacement is not None:
                 await conn.execute(insert(sessions).values(**_session_values(replacement)))
 
@@ -370,12 +370,8 @@ class SqlStore:
                 update(users).where(users.c.id == user_id).values(tokens_valid_after=now)
             )
             ended = await conn.execute(delete(sessions).where(sessions.c.user_id == user_id))
-            revoked = await conn.execute(
-                update(families)
-                .where(families.c.user_id == user_id, families.c.revoked.is_(False))
-                .values(revoked=True)
-            )
-        return int(ended.rowcount) + int(revoked.rowcount)
+            revoked = await _revoke_user_families(conn, user_id, now)
+        return int(ended.rowcount) + revoked
 
     # signing keys ----------------------------------------------------------
 
@@ -484,6 +480,7 @@ class SqlStore:
                 await conn.execute(
                     update(families).where(families.c.id == row.family_id).values(revoked=True)
                 )
+                await _publish(conn, "family", [row.family_id], now, now)
                 return RotationOutcome(
                     RotationStatus.REUSED,
                     family=FamilyRecord(
@@ -524,12 +521,14 @@ class SqlStore:
         )
         return RotationOutcome(RotationStatus.ROTATED, family=family, user=user)
 
-    async def revoke_family(self, family_id: str, user_id: str | None = None) -> bool:
+    async def revoke_family(self, family_id: str, now: float, user_id: str | None = None) -> bool:
         condition = and_(families.c.id == family_id, families.c.revoked.is_(False))
         if user_id is not None:
             condition = and_(condition, families.c.user_id == user_id)
         async with self._tx() as conn:
             result = await conn.execute(update(families).where(condition).values(revoked=True))
+            if result.rowcount:
+                await _publish(conn, "family", [family_id], now, now)
         return bool(result.rowcount)
 
     async def list_families(self, user_id: str, now: float) -> list[FamilyRecord]:
@@ -557,41 +556,28 @@ class SqlStore:
                 for r in rows
             ]
 
-    async def bearer_state(self, user_id: str, family_id: str, jti: str) -> BearerState:
-        family_live = (
-            select(literal(True))
-            .where(
-                families.c.id == family_id,
-                families.c.user_id == user_id,
-                families.c.revoked.is_(False),
-            )
-            .exists()
-        )
-        jti_revoked = select(literal(True)).where(revoked_jtis.c.jti == jti).exists()
-        async with self._tx() as conn:
-            row = (
-                await conn.execute(
-                    select(
-                        users,
-                        family_live.label("family_live"),
-                        jti_revoked.label("jti_revoked"),
-                    ).where(users.c.id == user_id)
-                )
-            ).first()
-        if row is None:
-            return BearerState(user=None, family_live=False, jti_revoked=False)
-        return BearerState(
-            user=_user(row), family_live=bool(row.family_live), jti_revoked=bool(row.jti_revoked)
-        )
-
     async def revoke_jti(self, jti: str, expires_at: float, now: float) -> None:
         async with self._tx() as conn:
-            await conn.execute(delete(revoked_jtis).where(revoked_jtis.c.expires_at <= now))
-            exists_row = (
-                await conn.execute(select(revoked_jtis.c.jti).where(revoked_jtis.c.jti == jti))
-            ).first()
-            if exists_row is None:
-                await conn.execute(insert(revoked_jtis).values(jti=jti, expires_at=expires_at))
+            await _publish(conn, "jti", [jti], expires_at, now)
+
+    async def revocation_events(self, after_id: int) -> list[RevocationEvent]:
+        async with self._tx() as conn:
+            rows = await conn.execute(
+                select(revocations).where(revocations.c.id > after_id).order_by(revocations.c.id)
+            )
+            return [
+                RevocationEvent(
+                    id=r.id, kind=r.kind, subject=r.subject, value=r.value, created_at=r.created_at
+                )
+                for r in rows
+            ]
+
+    async def prune_revocations(self, created_before: float) -> int:
+        async with self._tx() as conn:
+            result = await conn.execute(
+                delete(revocations).where(revocations.c.created_at < created_before)
+            )
+        return int(result.rowcount)
 
     # secrets ---------------------------------------------------------------
 
@@ -608,6 +594,32 @@ class SqlStore:
         async with self._tx() as conn:
             value = (await conn.execute(_SECRET_BY_NAME, {"name": name})).scalar_one()
         return str(value)
+
+
+async def _publish(
+    conn: AsyncConnection, kind: RevocationKind, subjects: Sequence[str], value: float, now: float
+) -> None:
+    if subjects:
+        await conn.execute(
+            insert(revocations),
+            [{"kind": kind, "subject": s, "value": value, "created_at": now} for s in subjects],
+        )
+
+
+async def _revoke_user_families(conn: AsyncConnection, user_id: str, now: float) -> int:
+    ids = [
+        row.id
+        for row in await conn.execute(
+            select(families.c.id).where(
+                families.c.user_id == user_id, families.c.revoked.is_(False)
+            )
+        )
+    ]
+    if ids:
+        await conn.execute(update(families).where(families.c.id.in_(ids)).values(revoked=True))
+        await _publish(conn, "family", ids, now, now)
+    await _publish(conn, "epoch", [user_id], now, now)
+    return len(ids)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
