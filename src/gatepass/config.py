@@ -15,7 +15,12 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, PositiveInt, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from gatepass.errors import ConfigError
 
@@ -42,7 +47,7 @@ def normalise_origin(value: str) -> str:
     parts = urlsplit(value.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not an origin: {value!r}")
-    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+    if parts.path not in ("", "/") or parts.query or parts.fragment or "@" in parts.netloc:
         raise ValueError(f"an origin has no path, query or credentials: {value!r}")
     try:
         port = parts.port
@@ -85,6 +90,18 @@ class Settings(BaseSettings):
     trusted_proxies: Annotated[tuple[ProxyNet, ...], NoDecode] = ()
     #: Where the embedded default keeps its state. Not an environment setting.
     data_dir: Path = Field(default_factory=lambda: Path.cwd() / DATA_DIR_NAME, exclude=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # load_settings passes every value explicitly; never read os.environ again.
+        return (init_settings,)
 
     @field_validator("session_secrets", mode="before")
     @classmethod
@@ -166,8 +183,6 @@ def load_settings(environ: Mapping[str, str] | None = None, /, **overrides: obje
     }
     values.update(overrides)
     try:
-        # Values come from ``environ`` explicitly, so the settings' own env
-        # source must not read os.environ a second time.
         return Settings.model_validate(values)
     except ValidationError as exc:
         first = exc.errors(include_input=False, include_url=False)[0]
