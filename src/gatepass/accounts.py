@@ -165,6 +165,7 @@ class Accounts:
     async def logout_all(self, identity: Identity) -> None:
         """End every session and family; every access token issued before now fails."""
         ended = await self._store.end_everything(identity.user.id, self._clock())
+        self._sessions.forget(user_id=identity.user.id)
         await self._revocations.sync()
         self._metrics.sessions_ended.inc(ended)
         self._metrics.revocations.labels(reason="logout_all").inc()
@@ -201,6 +202,7 @@ class Accounts:
     async def end_session(self, identity: Identity, handle: str) -> None:
         """End one of the caller's own sessions or token families; any other id is 404."""
         if await self._store.delete_session_by_handle(identity.user.id, handle):
+            self._sessions.forget(handle=handle)
             self._metrics.sessions_ended.inc()
             return
         if await self._store.revoke_family(handle, self._clock(), identity.user.id):
@@ -231,6 +233,7 @@ class Accounts:
         await self._store.change_password(
             identity.user.id, new_hash, replacement=replacement, now=self._clock()
         )
+        self._sessions.forget(user_id=identity.user.id)
         await self._revocations.sync()
         ended = len(previous) - (1 if replacement is not None else 0)
         self._metrics.sessions_ended.inc(max(0, ended))

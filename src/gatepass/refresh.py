@@ -93,7 +93,7 @@ class RefreshTokens:
         )
         refresh = secrets.token_urlsafe(REFRESH_TOKEN_BYTES)
         await self._store.create_family(family, hash_refresh_token(refresh))
-        return self._pair(user, family.id, refresh)
+        return await self._pair(user, family.id, refresh)
 
     async def rotate(self, presented: str) -> TokenPair:
         """Trade a live refresh token for a new pair, or raise :class:`InvalidRefreshToken`."""
@@ -119,9 +119,11 @@ class RefreshTokens:
         assert outcome.family is not None
         assert outcome.user is not None
         self._metrics.refreshes.inc()
-        return self._pair(outcome.user, outcome.family.id, fresh)
+        return await self._pair(outcome.user, outcome.family.id, fresh)
 
-    def _pair(self, user: UserRecord, family_id: str, refresh: str) -> TokenPair:
+    async def _pair(self, user: UserRecord, family_id: str, refresh: str) -> TokenPair:
+        # A node that only issues tokens must still pick up a rotation done elsewhere.
+        await self._access.ring.refresh_if_stale()
         access = self._access.issue(user.id, family_id, user.roles)
         self._metrics.tokens_issued.inc()
         return TokenPair(access.token, access.expires_in, refresh, family_id)

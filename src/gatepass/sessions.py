@@ -25,6 +25,11 @@ HANDLE_BYTES = 16
 #: A signed cookie is ~87 characters; anything far longer is not ours.
 MAX_COOKIE_LENGTH = 256
 _SIGNER_SALT = "gatepass.session-cookie"
+#: A loaded session is reused from memory for this long. Sessions this process
+#: ends are forgotten at once; ones another process ends stop working here
+#: within this time (the same bound as the access-token revocation feed).
+SESSION_CACHE_SECONDS = 1.0
+SESSION_CACHE_SIZE = 10_000
 
 Clock = Callable[[], float]
 
@@ -125,6 +130,9 @@ class SessionManager:
         self._signer = signer
         self.policy = policy
         self._clock = clock
+        # id_hash -> (record, user, loaded_at): at most one store read per session
+        # per SESSION_CACHE_SECONDS on the request path.
+        self._cache: dict[str, tuple[SessionRecord, UserRecord, float]] = {}
 
     def new_session(
         self,
@@ -175,23 +183,55 @@ class SessionManager:
         id_hash = self.id_hash_of(cookie_value)
         if id_hash is None:
             return None
-        found = await self._store.get_session(id_hash)
-        if found is None:
-            return None
-        record, user = found
         now = self._clock()
+        cached = self._cache.get(id_hash)
+        if cached is not None and now - cached[2] < SESSION_CACHE_SECONDS:
+            record, user, loaded_at = cached
+        else:
+            found = await self._store.get_session(id_hash)
+            if found is None:
+                self._cache.pop(id_hash, None)
+                return None
+            (record, user), loaded_at = found, now
         if session_state(record, now, self.policy) is not SessionState.VALID:
+            self._cache.pop(id_hash, None)
             await self._store.delete_session(id_hash)
             return None
         if needs_touch(record, now, self.policy):
             await self._store.touch_session(id_hash, now)
             record = replace(record, last_seen_at=now)
+        self._remember(id_hash, record, user, loaded_at)
         return ActiveSession(record, user)
 
+    def _remember(
+        self, id_hash: str, record: SessionRecord, user: UserRecord, loaded_at: float
+    ) -> None:
+        if id_hash not in self._cache and len(self._cache) >= SESSION_CACHE_SIZE:
+            del self._cache[next(iter(self._cache))]
+        self._cache[id_hash] = (record, user, loaded_at)
+
+    def forget(
+        self, *, id_hash: str | None = None, user_id: str | None = None, handle: str | None = None
+    ) -> None:
+        """Drop cached sessions this process just ended (by ID hash, user or handle)."""
+        if id_hash is not None:
+            self._cache.pop(id_hash, None)
+        if user_id is not None or handle is not None:
+            for key in [
+                k
+                for k, (r, _, _) in self._cache.items()
+                if r.user_id == user_id or (handle is not None and r.handle == handle)
+            ]:
+                del self._cache[key]
+
     async def destroy(self, record: SessionRecord) -> bool:
+        self.forget(id_hash=record.id_hash)
         return await self._store.delete_session(record.id_hash)
 
     async def destroy_cookie(self, cookie_value: str | None) -> bool:
         """End whatever session a presented cookie names, valid or not (fixation defence)."""
         id_hash = self.id_hash_of(cookie_value)
-        return await self._store.delete_session(id_hash) if id_hash else False
+        if id_hash is None:
+            return False
+        self.forget(id_hash=id_hash)
+        return await self._store.delete_session(id_hash)

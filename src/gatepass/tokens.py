@@ -378,7 +378,7 @@ class AccessTokens:
         # SHA-256 of a token -> its verified claims. Only ``exp`` can turn a verified
         # token invalid with time, so a hit re-checks it; revocation is checked by the
         # caller on every request, cached or not.
-        self._verified: dict[bytes, AccessClaims] = {}
+        self._verified: dict[bytes, tuple[AccessClaims, str]] = {}
 
     def issue(self, user_id: str, family_id: str, roles: Sequence[str]) -> IssuedAccessToken:
         key = self.ring.signing_key()
@@ -416,17 +416,22 @@ class AccessTokens:
         """
         if len(token) > MAX_TOKEN_BYTES or not token.isascii():
             raise InvalidToken("too long or not ASCII")
+        await self.ring.refresh_if_stale()
         digest = hashlib.sha256(token.encode("ascii")).digest()
         cached = self._verified.get(digest)
         if cached is not None:
-            if cached.exp + self._leeway > self._clock():
-                return cached
+            claims, kid = cached
+            if self.ring.get(kid) is None:
+                del self._verified[digest]
+                raise InvalidToken("signing key removed")
+            if claims.exp + self._leeway > self._clock():
+                return claims
             del self._verified[digest]
             raise InvalidToken("expired")
-        claims = await self._verify_uncached(token)
+        claims, kid = await self._verify_uncached(token)
         if len(self._verified) >= self._cache_size:
             del self._verified[next(iter(self._verified))]
-        self._verified[digest] = claims
+        self._verified[digest] = (claims, kid)
         return claims
 
     @property
@@ -434,7 +439,7 @@ class AccessTokens:
         """How many verified tokens are remembered (bounded by :data:`VERIFIED_CACHE_SIZE`)."""
         return len(self._verified)
 
-    async def _verify_uncached(self, token: str) -> AccessClaims:
+    async def _verify_uncached(self, token: str) -> tuple[AccessClaims, str]:
         if _TOKEN_SHAPE.fullmatch(token) is None:
             raise InvalidToken("not a compact JWS")
         header_b64, payload_b64, signature_b64 = token.split(".")
@@ -446,7 +451,6 @@ class AccessTokens:
             raise InvalidToken("wrong typ")
         if not isinstance(kid, str) or not isinstance(alg, str):
             raise InvalidToken("kid or alg missing")
-        await self.ring.refresh_if_stale()
         key = await self.ring.lookup(kid)
         if key is None:
             raise InvalidToken("unknown kid")
@@ -457,10 +461,11 @@ class AccessTokens:
         if not _ALGORITHMS[key.alg].verify(signing_input, key.verifying_key, signature):
             raise InvalidToken("bad signature")
         claims = _json_object(_b64decode_canonical(payload_b64), "payload")
-        return validate_claims(
+        verified = validate_claims(
             claims,
             issuer=self._issuer,
             audience=self._audience,
             now=self._clock(),
             leeway=self._leeway,
         )
+        return verified, key.kid

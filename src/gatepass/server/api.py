@@ -74,12 +74,26 @@ def _user_json(user: UserRecord) -> dict[str, Any]:
     return {"id": user.id, "email": user.email, "roles": list(user.roles)}
 
 
+def _has_body(request: Request) -> bool:
+    length = request.headers.get("content-length")
+    return (length is not None and length != "0") or "transfer-encoding" in request.headers
+
+
 async def _mutating_identity(request: Request) -> tuple[Identity, dict[str, Any] | None]:
-    """Authenticate a state-changing request and apply the CSRF rules."""
+    """Authenticate a state-changing request, apply the CSRF rules, parse any body.
+
+    A forged request is refused before its body is looked at. A body that is sent
+    is parsed even where the route needs none, so a malformed one is refused (4xx)
+    rather than silently ignored.
+    """
     identity = await authenticate(request)
-    fields = await read_fields(request) if is_form(request) else None
-    enforce_csrf(request, identity, fields)
-    return identity, fields
+    if is_form(request):
+        # An HTML form carries its CSRF token in the body, so the body comes first.
+        fields = await read_fields(request)
+        enforce_csrf(request, identity, fields)
+        return identity, fields
+    enforce_csrf(request, identity, None)
+    return identity, (await read_fields(request) if _has_body(request) else None)
 
 
 async def register(request: Request) -> Response:
@@ -225,7 +239,7 @@ async def delete_session(request: Request) -> Response:
 
 async def change_password(request: Request) -> Response:
     identity, fields = await _mutating_identity(request)
-    body = validate(PasswordIn, fields if fields is not None else await read_fields(request))
+    body = validate(PasswordIn, fields or {})
     gp = gatepass(request)
     issued = await gp.accounts.change_password(identity, body.current_password, body.new_password)
     response = Response(status_code=204, headers=NO_STORE)
