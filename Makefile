@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 APT_PACKAGES := chromium
 
-.PHONY: install run test test-fast lint system-deps clean
+.PHONY: install run test test-fast lint system-deps bench bench-quick bench-deps clean
 
 install: $(STAMP)
 
@@ -38,6 +38,26 @@ lint: install
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy src
+
+BENCH_ENV := bench/.env
+BENCH_STAMP := $(BENCH_ENV)/.installed
+
+$(BENCH_STAMP): bench/constraints-peers.txt
+	$(PYTHON) -m venv $(BENCH_ENV)
+	$(BENCH_ENV)/bin/pip install --quiet --disable-pip-version-check -r bench/constraints-peers.txt
+	touch $(BENCH_STAMP)
+
+bench-deps: install $(BENCH_STAMP)
+	@command -v wrk >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk >/dev/null; }
+
+bench: bench-deps
+	$(BIN)/python bench/micro.py
+	$(BIN)/python bench/run.py
+
+bench-quick: bench-deps
+	$(BIN)/python bench/micro.py --quick
+	$(BIN)/python bench/run.py --quick
 
 clean:
 	rm -rf $(VENV) .gatepass .pytest_cache .mypy_cache .ruff_cache

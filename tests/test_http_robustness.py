@@ -311,10 +311,12 @@ def test_hostile_bodies_on_body_routes_change_nothing(
     make_caller: Callable[[bool], Caller], route: str
 ) -> None:
     caller = make_caller(True)
+    original = caller.cookie
     for _, body, content_type in PAYLOADS:
         response = caller.send(route, body, content_type)
         assert 400 <= response.status_code < 500
         assert COOKIE not in response.cookies
+    assert caller.cookie == original, "the session was never lost and re-made"
     assert caller.signed_in()
     caller.client.cookies.clear()
     ok = caller.client.post("/auth/login", json={"email": "ada@example.com", "password": PASSWORD})
