@@ -45,9 +45,7 @@ def floor_check(alg: str, key: object, token: str) -> Callable[[], None]:
     signature = b64d(sig)
     if alg == "HS256":
         assert isinstance(key, bytes)
-        return lambda: None if hmac.compare_digest(
-            hmac.new(key, data, hashlib.sha256).digest(), signature
-        ) else None
+        return lambda: hmac.compare_digest(hmac.new(key, data, hashlib.sha256).digest(), signature)
     if alg == "EdDSA":
         return lambda: key.verify(signature, data)  # type: ignore[attr-defined]
     if alg == "ES256":
