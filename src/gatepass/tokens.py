@@ -51,6 +51,8 @@ RSA_KEY_BITS = 2048
 KEY_RELOAD_SECONDS = 30
 #: Verified tokens remembered per process; a repeat skips parsing and the signature.
 VERIFIED_CACHE_SIZE = 10_000
+#: Distinct valid headers remembered (a deployment has one per key, give or take).
+HEADER_CACHE_SIZE = 64
 #: An unknown ``kid`` may trigger an early re-read at most this often.
 UNKNOWN_KID_RELOAD_SECONDS = 5
 
@@ -379,6 +381,8 @@ class AccessTokens:
         # token invalid with time, so a hit re-checks it; revocation is checked by the
         # caller on every request, cached or not.
         self._verified: dict[bytes, tuple[AccessClaims, str]] = {}
+        # Encoded header -> kid, for headers that passed every header rule.
+        self._headers: dict[str, str] = {}
 
     def issue(self, user_id: str, family_id: str, roles: Sequence[str]) -> IssuedAccessToken:
         key = self.ring.signing_key()
@@ -434,6 +438,37 @@ class AccessTokens:
         self._verified[digest] = (claims, kid)
         return claims
 
+    async def _key_for_header(self, header_b64: str) -> LoadedKey:
+        """Steps 2 and 3: the header's rules, and the key it names (by ``kid`` only).
+
+        Tokens of one deployment share a handful of headers, so a header that
+        passed is remembered (bounded) by its exact encoding; the key is still
+        looked up every time, so a removed key fails at once.
+        """
+        known_kid = self._headers.get(header_b64)
+        if known_kid is not None:
+            key = self.ring.get(known_kid)
+            if key is None:
+                raise InvalidToken("unknown kid")
+            return key
+        header = _json_object(_b64decode_canonical(header_b64), "header")
+        if not set(header) <= ALLOWED_HEADER_PARAMS:
+            raise InvalidToken("header parameter not allowed")
+        typ, kid, alg = header.get("typ"), header.get("kid"), header.get("alg")
+        if not isinstance(typ, str) or typ.lower() not in ACCEPTED_TYPES:
+            raise InvalidToken("wrong typ")
+        if not isinstance(kid, str) or not isinstance(alg, str):
+            raise InvalidToken("kid or alg missing")
+        key = self.ring.get(kid) or await self.ring.lookup(kid)
+        if key is None:
+            raise InvalidToken("unknown kid")
+        if alg != key.alg:
+            raise InvalidToken("alg does not match the key")
+        if len(self._headers) >= HEADER_CACHE_SIZE:
+            del self._headers[next(iter(self._headers))]
+        self._headers[header_b64] = kid
+        return key
+
     @property
     def cached_tokens(self) -> int:
         """How many verified tokens are remembered (bounded by :data:`VERIFIED_CACHE_SIZE`)."""
@@ -443,19 +478,7 @@ class AccessTokens:
         if _TOKEN_SHAPE.fullmatch(token) is None:
             raise InvalidToken("not a compact JWS")
         header_b64, payload_b64, signature_b64 = token.split(".")
-        header = _json_object(_b64decode_canonical(header_b64), "header")
-        if not set(header) <= ALLOWED_HEADER_PARAMS:
-            raise InvalidToken("header parameter not allowed")
-        typ, kid, alg = header.get("typ"), header.get("kid"), header.get("alg")
-        if not isinstance(typ, str) or typ.lower() not in ACCEPTED_TYPES:
-            raise InvalidToken("wrong typ")
-        if not isinstance(kid, str) or not isinstance(alg, str):
-            raise InvalidToken("kid or alg missing")
-        key = await self.ring.lookup(kid)
-        if key is None:
-            raise InvalidToken("unknown kid")
-        if alg != key.alg:
-            raise InvalidToken("alg does not match the key")
+        key = await self._key_for_header(header_b64)
         signature = _b64decode_canonical(signature_b64)
         signing_input = f"{header_b64}.{payload_b64}".encode("ascii")
         if not _ALGORITHMS[key.alg].verify(signing_input, key.verifying_key, signature):
