@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import replace
 
 from gatepass.authenticator import Identity
 from gatepass.stores.base import (
@@ -56,7 +55,7 @@ def check_not_revoked(claims: AccessClaims, state: BearerState) -> None:
         raise InvalidToken("token revoked")
     if not state.family_live:
         raise InvalidToken("family revoked")
-    if claims.iat < math.floor(state.user.tokens_valid_after):
+    if claims.iat < math.floor(max(state.user.tokens_valid_after, state.epoch)):
         raise InvalidToken("issued before the user's token epoch")
 
 
@@ -145,14 +144,11 @@ class BearerAuthenticator:
         claims = await self._tokens.verify(token)
         await self._view.sync_if_stale()
         user = await self._user(claims.sub)
-        if user is not None:
-            user = replace(
-                user, tokens_valid_after=max(user.tokens_valid_after, self._view.epoch(user.id))
-            )
         state = BearerState(
             user=user,
             family_live=not self._view.family_revoked(claims.sid),
             jti_revoked=self._view.jti_revoked(claims.jti),
+            epoch=self._view.epoch(claims.sub),
         )
         check_not_revoked(claims, state)
         assert user is not None

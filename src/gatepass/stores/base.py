@@ -126,6 +126,8 @@ class BearerState:
     user: UserRecord | None
     family_live: bool
     jti_revoked: bool
+    #: The user's epoch as the revocation feed knows it (may be newer than ``user``'s).
+    epoch: float = 0.0
 
 
 class UserStore(Protocol):
