@@ -10,6 +10,7 @@ import pytest
 
 from gatepass.config import Settings, load_settings, normalise_origin
 from gatepass.errors import ConfigError
+from gatepass.sessions import SessionPolicy
 
 SettingsFactory = Callable[..., Settings]
 
@@ -93,7 +94,6 @@ def test_default_database_is_sqlite_file_in_data_dir(
     make_settings: SettingsFactory, tmp_path: Path
 ) -> None:
     settings = make_settings()
-    assert settings.uses_embedded_database
     assert settings.effective_database_url == (
         f"sqlite+aiosqlite:///{tmp_path / '.gatepass' / 'gatepass.db'}"
     )
@@ -371,9 +371,9 @@ def test_bad_trusted_proxy_is_config_error(make_settings: SettingsFactory, value
 def test_session_touch_interval_is_min_of_60s_and_tenth_of_idle(
     make_settings: SettingsFactory, idle: str, interval: float
 ) -> None:
-    assert make_settings(session_idle_timeout=idle).session_touch_interval == pytest.approx(
-        interval
-    )
+    settings = make_settings(session_idle_timeout=idle)
+    policy = SessionPolicy(settings.session_idle_timeout, settings.session_absolute_timeout)
+    assert policy.touch_interval == pytest.approx(interval)
 
 
 @pytest.mark.parametrize("value", ["https://:pw@app.example", "https://@app.example"])

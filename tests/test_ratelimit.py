@@ -208,6 +208,27 @@ def test_no_ip_limit_without_client_address(clock: FakeClock) -> None:
     limiter = throttle(clock, ip_limit=1)
     for _ in range(10):
         limiter.check(ACCOUNT, None)
+        limiter.record_success(ACCOUNT)
+
+
+def test_attempts_in_flight_count_against_the_lockout(clock: FakeClock) -> None:
+    """Parallel guesses all pass check() before any fails: they must not exceed the limit."""
+    limiter = throttle(clock, max_failures=3, ip_limit=100)
+    for _ in range(3):
+        limiter.check(ACCOUNT, IP)
+    assert retry_after(limiter) >= 1
+    for _ in range(3):
+        limiter.record_failure(ACCOUNT)
+    assert retry_after(limiter) > 1  # now a real lockout
+
+
+def test_abandoned_attempt_frees_its_place(clock: FakeClock) -> None:
+    limiter = throttle(clock, max_failures=2, ip_limit=100)
+    limiter.check(ACCOUNT, IP)
+    limiter.check(ACCOUNT, IP)
+    retry_after(limiter)
+    limiter.abandon(ACCOUNT)
+    limiter.check(ACCOUNT, IP)
 
 
 # construction and memory ---------------------------------------------------

@@ -7,17 +7,17 @@ framework integrations call it and only translate requests and responses.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from gatepass.authenticator import Identity
+from gatepass.clock import Clock
 from gatepass.errors import AuthenticationFailed, Conflict, InvalidRequest, NotFound, RateLimited
 from gatepass.metrics import Metrics
 from gatepass.passwords import PasswordHasher, PasswordPolicyError, normalise_password
 from gatepass.ratelimit import LoginThrottle
 from gatepass.refresh import RefreshTokens, TokenPair
 from gatepass.revocation import RevocationView
-from gatepass.sessions import IssuedSession, SessionManager
+from gatepass.sessions import IssuedSession, SessionManager, SessionState, session_state
 from gatepass.stores.base import EmailTaken, SessionRecord, Store, UserRecord
 
 MAX_EMAIL_LENGTH = 254
@@ -25,8 +25,6 @@ DEFAULT_ROLES = ("user",)
 #: Control, format (bidi overrides, zero-width), surrogate, private-use and unassigned.
 _FORBIDDEN_EMAIL_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
 INVALID_CREDENTIALS = "Invalid email or password."
-
-Clock = Callable[[], float]
 
 
 def normalise_email(raw: str) -> str:
@@ -108,20 +106,30 @@ class Accounts:
         except RateLimited:
             self._metrics.throttled.inc()
             raise
-        user = await self._store.get_user_by_email(account) if account else None
-        if user is None:
-            result = await self._hasher.dummy_verify(password)
-        else:
-            result = await self._hasher.verify(user.password_hash, password)
-        if not result.ok or user is None:
-            self._metrics.logins.labels(result="failure").inc()
-            if self._throttle.record_failure(throttle_key):
-                self._metrics.lockouts.inc()
-            raise AuthenticationFailed(INVALID_CREDENTIALS)
-        self._throttle.record_success(throttle_key)
+        settled = False
+        try:
+            user = await self._store.get_user_by_email(account) if account else None
+            if user is None:
+                result = await self._hasher.dummy_verify(password)
+            else:
+                result = await self._hasher.verify(user.password_hash, password)
+            settled = True
+            if not result.ok or user is None:
+                self._metrics.logins.labels(result="failure").inc()
+                if self._throttle.record_failure(throttle_key):
+                    self._metrics.lockouts.inc()
+                raise AuthenticationFailed(INVALID_CREDENTIALS)
+            self._throttle.record_success(throttle_key)
+        finally:
+            if not settled:
+                # A store error or a cancelled request: the attempt counted by
+                # check() is neither a failure nor a success.
+                self._throttle.abandon(throttle_key)
         self._metrics.logins.labels(result="success").inc()
         if result.needs_rehash:
-            await self._store.set_password_hash(user.id, await self._hasher.hash(password))
+            await self._store.set_password_hash(
+                user.id, await self._hasher.hash(password), previous=user.password_hash
+            )
         return user
 
     async def start_web_session(
@@ -150,29 +158,33 @@ class Accounts:
         """Cookie: end the session. Bearer: deny the token's jti and revoke its family."""
         if identity.session is not None and await self._sessions.destroy(identity.session):
             self._metrics.sessions_ended.inc()
-        if identity.token_id is not None and identity.token_expires_at is not None:
-            await self._store.revoke_jti(
-                identity.token_id, identity.token_expires_at, self._clock()
+        if (
+            identity.token_id is not None
+            and identity.token_expires_at is not None
+            and identity.family_id is not None
+        ):
+            await self._store.revoke_token(
+                identity.token_id,
+                identity.token_expires_at,
+                identity.family_id,
+                identity.user.id,
+                self._clock(),
             )
             self._metrics.revocations.labels(reason="logout").inc()
-        if identity.family_id is not None and await self._store.revoke_family(
-            identity.family_id, self._clock(), identity.user.id
-        ):
-            self._metrics.revocations.labels(reason="logout").inc()
-        if identity.method == "bearer":
-            await self._revocations.sync()
+            await self._revocations.sync_quietly()
 
     async def logout_all(self, identity: Identity) -> None:
         """End every session and family; every access token issued before now fails."""
-        ended = await self._store.end_everything(identity.user.id, self._clock())
+        ended, _ = await self._store.end_everything(identity.user.id, self._clock())
         self._sessions.forget(user_id=identity.user.id)
-        await self._revocations.sync()
+        await self._revocations.sync_quietly()
         self._metrics.sessions_ended.inc(ended)
         self._metrics.revocations.labels(reason="logout_all").inc()
 
     async def list_sessions(self, identity: Identity) -> list[SessionView]:
         """Web sessions and token families of the caller; exactly one is ``current``."""
         current = identity.session.handle if identity.session else identity.family_id
+        now = self._clock()
         web = [
             SessionView(
                 id=r.handle,
@@ -184,6 +196,8 @@ class Accounts:
                 current=r.handle == current,
             )
             for r in await self._store.list_sessions(identity.user.id)
+            # Expired sessions are deleted when next presented; until then, hide them.
+            if session_state(r, now, self._sessions.policy) is SessionState.VALID
         ]
         tokens = [
             SessionView(
@@ -195,7 +209,7 @@ class Accounts:
                 user_agent=f.user_agent,
                 current=f.id == current,
             )
-            for f in await self._store.list_families(identity.user.id, self._clock())
+            for f in await self._store.list_families(identity.user.id, now)
         ]
         return sorted(web + tokens, key=lambda v: v.created_at)
 
@@ -206,7 +220,7 @@ class Accounts:
             self._metrics.sessions_ended.inc()
             return
         if await self._store.revoke_family(handle, self._clock(), identity.user.id):
-            await self._revocations.sync()
+            await self._revocations.sync_quietly()
             self._metrics.revocations.labels(reason="family_deleted").inc()
             return
         raise NotFound("No such session.")
@@ -231,10 +245,13 @@ class Accounts:
             issued = self._sessions.regenerated(identity.session)
             replacement = issued.record
         await self._store.change_password(
-            identity.user.id, new_hash, replacement=replacement, now=self._clock()
+            identity.user.id,
+            new_hash,
+            replacement=replacement,
+            now=self._clock(),
         )
         self._sessions.forget(user_id=identity.user.id)
-        await self._revocations.sync()
+        await self._revocations.sync_quietly()
         ended = len(previous) - (1 if replacement is not None else 0)
         self._metrics.sessions_ended.inc(max(0, ended))
         return issued

@@ -71,8 +71,9 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
-    database_url: str | None = None
-    redis_url: str | None = None
+    # URLs may carry credentials: kept out of repr.
+    database_url: str | None = Field(default=None, repr=False)
+    redis_url: str | None = Field(default=None, repr=False)
     dev: bool = False
     issuer: str | None = None
     audience: str = Field(default="gatepass", min_length=1)
@@ -150,17 +151,8 @@ class Settings(BaseSettings):
         return f"sqlite+aiosqlite:///{self.data_dir / 'gatepass.db'}"
 
     @property
-    def uses_embedded_database(self) -> bool:
-        return self.database_url is None
-
-    @property
     def cookie_secure(self) -> bool:
         return not self.dev
-
-    @property
-    def session_touch_interval(self) -> float:
-        """Seconds between writes of ``last_seen_at``: min(60 s, 10 % of the idle timeout)."""
-        return min(60.0, self.session_idle_timeout / 10)
 
 
 _KNOWN = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields if name != "data_dir"}

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
-from collections.abc import Callable
 from typing import Self
 
 from gatepass.accounts import Accounts
 from gatepass.authenticator import Authenticator
+from gatepass.clock import Clock
 from gatepass.config import Settings
 from gatepass.metrics import Metrics
 from gatepass.passwords import PasswordHasher
@@ -20,10 +21,10 @@ from gatepass.stores.base import Store
 from gatepass.stores.sql import SqlStore
 from gatepass.tokens import KEY_RELOAD_SECONDS, AccessTokens, KeyRing
 
+logger = logging.getLogger("gatepass")
+
 SESSION_SECRET_NAME = "session-secret-1"  # noqa: S105 - a row name, not a secret
 GENERATED_SECRET_BYTES = 32
-
-Clock = Callable[[], float]
 
 
 def _new_secret() -> str:
@@ -112,17 +113,28 @@ class Gatepass:
         hasher: PasswordHasher | None = None,
     ) -> Self:
         """Connect the store, create the schema, load or generate secrets."""
+        if settings.redis_url:
+            logger.warning(
+                "GATEPASS_REDIS_URL is set, but this version keeps sessions, revocations and "
+                "counters in the database and in process memory; Redis is not used"
+            )
         store = SqlStore(settings.effective_database_url)
-        await store.start()
-        configured = [s.get_secret_value() for s in settings.session_secrets]
-        session_secrets = configured or [
-            await store.get_or_create_secret(SESSION_SECRET_NAME, _new_secret)
-        ]
-        instance = cls(settings, store, session_secrets, clock=clock, hasher=hasher)
-        await instance.keys.start()
-        await instance.revocations.sync()
-        await instance.hasher.warm_up()
+        try:
+            await store.start()
+            configured = [s.get_secret_value() for s in settings.session_secrets]
+            session_secrets = configured or [
+                await store.get_or_create_secret(SESSION_SECRET_NAME, _new_secret)
+            ]
+            instance = cls(settings, store, session_secrets, clock=clock, hasher=hasher)
+            await instance.keys.start()
+            await instance.revocations.sync()
+            await instance.hasher.warm_up()
+        except BaseException:
+            await store.close()
+            raise
         return instance
 
     async def close(self) -> None:
+        """Release the database connections and the hashing threads."""
         await self.store.close()
+        self.hasher.close()

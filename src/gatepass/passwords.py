@@ -31,7 +31,7 @@ DEFAULT_MEMORY_COST_KIB = 19 * 1024
 DEFAULT_PARALLELISM = 1
 #: Niceness of the hashing threads: a burst of logins must not starve the event
 #: loop that verifies every other request (Linux honours per-thread niceness).
-HASHING_THREAD_NICENESS = 10
+HASHING_THREAD_NICENESS = 19
 
 T = TypeVar("T")
 
@@ -122,6 +122,12 @@ class PasswordHasher:
             self._dummy_hash = self._hasher.hash("gatepass dummy password for timing")
         with contextlib.suppress(VerificationError):
             self._hasher.verify(self._dummy_hash, "not the dummy password")
+
+    def close(self) -> None:
+        """Stop the hashing threads (they are started again on next use)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
 
     async def hash(self, password: str) -> str:
         return await self._off_loop(self.hash_sync, password)

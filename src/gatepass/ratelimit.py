@@ -13,24 +13,25 @@ This implementation keeps its counters in process memory, bounded in size.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from gatepass.clock import Clock
 from gatepass.errors import RateLimited
 
 IP_WINDOW_SECONDS = 300
 #: Entries kept per table before idle ones are pruned.
 MAX_TRACKED_KEYS = 100_000
 
-Clock = Callable[[], float]
-
 
 @dataclass(slots=True)
 class _Account:
     failures: deque[float] = field(default_factory=deque)
     locked_until: float = 0.0
+    #: Attempts let through by check() whose password is still being verified.
+    pending: int = 0
 
 
 class LoginThrottle:
@@ -54,17 +55,38 @@ class LoginThrottle:
         self._ip_window = ip_window
         self._clock = clock
         self._max_keys = max_keys
-        self._accounts: dict[str, _Account] = {}
+        # Keyed by SHA-256 of the account, so a long junk email costs 32 bytes.
+        self._accounts: dict[bytes, _Account] = {}
         self._ips: dict[str, deque[float]] = {}
 
     def check(self, account: str, ip: str | None) -> None:
-        """Count this attempt against ``ip`` and raise :class:`RateLimited` if refused."""
+        """Count this attempt against ``ip`` and ``account``, or raise :class:`RateLimited`.
+
+        Every attempt let through must be settled by :meth:`record_failure`,
+        :meth:`record_success` or :meth:`abandon`. Attempts still in flight count
+        against the account, so parallel guesses cannot slip past the lockout.
+        """
         now = self._clock()
         if ip is not None:
             self._check_ip(ip, now)
-        state = self._accounts.get(account)
-        if state is not None and state.locked_until > now:
+        state = self._account(_key(account), now)
+        if state.locked_until > now:
             raise RateLimited(_whole_seconds(state.locked_until - now))
+        self._expire_failures(state, now)
+        if len(state.failures) + state.pending >= self._max_failures:
+            raise RateLimited(1)
+        state.pending += 1
+
+    def _account(self, key: bytes, now: float) -> _Account:
+        state = self._accounts.get(key)
+        if state is None:
+            self._prune(now)
+            state = self._accounts[key] = _Account()
+        return state
+
+    def _expire_failures(self, state: _Account, now: float) -> None:
+        while state.failures and state.failures[0] <= now - self._lockout:
+            state.failures.popleft()
 
     def _check_ip(self, ip: str, now: float) -> None:
         attempts = self._ips.get(ip)
@@ -80,12 +102,9 @@ class LoginThrottle:
     def record_failure(self, account: str) -> bool:
         """Count a failed login; return ``True`` when it locks the account."""
         now = self._clock()
-        state = self._accounts.get(account)
-        if state is None:
-            self._prune(now)
-            state = self._accounts[account] = _Account()
-        while state.failures and state.failures[0] <= now - self._lockout:
-            state.failures.popleft()
+        state = self._account(_key(account), now)
+        state.pending = max(0, state.pending - 1)
+        self._expire_failures(state, now)
         state.failures.append(now)
         if len(state.failures) >= self._max_failures:
             state.failures.clear()
@@ -94,26 +113,39 @@ class LoginThrottle:
         return False
 
     def record_success(self, account: str) -> None:
-        self._accounts.pop(account, None)
+        """A correct password: the account's failures are forgiven."""
+        self._accounts.pop(_key(account), None)
+
+    def abandon(self, account: str) -> None:
+        """Settle an attempt that ended in neither success nor failure (an error)."""
+        state = self._accounts.get(_key(account))
+        if state is not None:
+            state.pending = max(0, state.pending - 1)
 
     def _prune(self, now: float) -> None:
         """Drop idle entries once a table is full, so memory stays bounded."""
         if len(self._accounts) >= self._max_keys:
             horizon = now - self._lockout
-            for key in [
+            for account in [
                 k
                 for k, s in self._accounts.items()
-                if s.locked_until <= now and (not s.failures or s.failures[-1] <= horizon)
+                if s.locked_until <= now
+                and not s.pending
+                and (not s.failures or s.failures[-1] <= horizon)
             ]:
-                del self._accounts[key]
+                del self._accounts[account]
             while len(self._accounts) >= self._max_keys:
                 del self._accounts[next(iter(self._accounts))]
         if len(self._ips) >= self._max_keys:
             horizon = now - self._ip_window
-            for key in [k for k, a in self._ips.items() if not a or a[-1] <= horizon]:
-                del self._ips[key]
+            for ip in [k for k, a in self._ips.items() if not a or a[-1] <= horizon]:
+                del self._ips[ip]
             while len(self._ips) >= self._max_keys:
                 del self._ips[next(iter(self._ips))]
+
+
+def _key(account: str) -> bytes:
+    return hashlib.sha256(account.encode("utf-8", "surrogatepass")).digest()
 
 
 def _whole_seconds(seconds: float) -> int:

@@ -13,9 +13,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass
 
+from gatepass.clock import Clock
 from gatepass.errors import AuthenticationFailed
 from gatepass.metrics import Metrics
 from gatepass.revocation import RevocationView
@@ -29,7 +29,6 @@ MAX_REFRESH_TOKEN_LENGTH = 256
 TOKEN_TYPE = "Bearer"  # noqa: S105 - the scheme name, not a secret
 
 audit = logging.getLogger("gatepass.audit")
-Clock = Callable[[], float]
 
 
 def hash_refresh_token(token: str) -> str:
@@ -105,7 +104,7 @@ class RefreshTokens:
         )
         if outcome.status is RotationStatus.REUSED:
             assert outcome.family is not None
-            await self._revocations.sync()
+            await self._revocations.sync_quietly()
             self._metrics.refresh_reuse.inc()
             self._metrics.revocations.labels(reason="reuse").inc()
             audit.warning(

@@ -23,10 +23,12 @@ also revokes every family of the user.
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Callable
 
 from gatepass.authenticator import Identity
+from gatepass.clock import Clock
+from gatepass.errors import StoreUnavailable
 from gatepass.stores.base import (
     BearerState,
     RevocationEvent,
@@ -36,15 +38,17 @@ from gatepass.stores.base import (
 )
 from gatepass.tokens import AccessClaims, AccessTokens, InvalidToken
 
-#: How stale another process's revocations may be here, at most.
+logger = logging.getLogger("gatepass.revocation")
+
+#: How stale another process's revocations may be here, normally.
 REVOCATION_POLL_SECONDS = 1.0
+#: Past this, with the feed unreadable, Bearer requests fail closed (503).
+MAX_FEED_STALENESS_SECONDS = 5.0
 #: How often expired feed entries are dropped from memory and from the store.
 PRUNE_SECONDS = 60.0
 #: Users (email, roles) are cached this long for Bearer requests.
 USER_CACHE_SECONDS = 30.0
 USER_CACHE_SIZE = 10_000
-
-Clock = Callable[[], float]
 
 
 def check_not_revoked(claims: AccessClaims, state: BearerState) -> None:
@@ -89,8 +93,30 @@ class RevocationView:
             self._syncing = False
 
     async def sync_if_stale(self) -> None:
-        if not self._syncing and self._clock() - self._synced_at >= REVOCATION_POLL_SECONDS:
+        """Keep the view within :data:`REVOCATION_POLL_SECONDS` of the feed.
+
+        While another request is already reading the feed, this one goes on with
+        the view it has, unless that view is older than
+        :data:`MAX_FEED_STALENESS_SECONDS`: then it fails closed.
+        """
+        age = self._clock() - self._synced_at
+        if age < REVOCATION_POLL_SECONDS:
+            return
+        if not self._syncing:
             await self.sync()
+        elif age >= MAX_FEED_STALENESS_SECONDS:
+            raise StoreUnavailable("the revocation feed could not be read in time")
+
+    async def sync_quietly(self) -> None:
+        """Read the feed after a local write; a failure is logged, not raised.
+
+        The write has committed, so the caller's request succeeded; if the feed
+        cannot be read now, :meth:`sync_if_stale` fails closed until it can.
+        """
+        try:
+            await self.sync()
+        except StoreUnavailable as exc:
+            logger.warning("revocation feed not read after a revocation: %s", exc)
 
     def _apply(self, event: RevocationEvent) -> None:
         self._last_id = max(self._last_id, event.id)

@@ -12,11 +12,12 @@ from __future__ import annotations
 import enum
 import hashlib
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from itsdangerous import BadSignature, Signer
 
+from gatepass.clock import Clock
 from gatepass.stores.base import SessionRecord, SessionStore, UserRecord
 
 SESSION_ID_BYTES = 32
@@ -30,8 +31,6 @@ _SIGNER_SALT = "gatepass.session-cookie"
 #: within this time (the same bound as the access-token revocation feed).
 SESSION_CACHE_SECONDS = 1.0
 SESSION_CACHE_SIZE = 10_000
-
-Clock = Callable[[], float]
 
 
 def hash_session_id(session_id: str) -> str:
@@ -133,6 +132,9 @@ class SessionManager:
         # id_hash -> (record, user, loaded_at): at most one store read per session
         # per SESSION_CACHE_SECONDS on the request path.
         self._cache: dict[str, tuple[SessionRecord, UserRecord, float]] = {}
+        # Bumped whenever this process ends sessions, so a read that was in flight
+        # meanwhile is not cached (it may hold a session that just ended).
+        self._generation = 0
 
     def new_session(
         self,
@@ -188,7 +190,10 @@ class SessionManager:
         if cached is not None and now - cached[2] < SESSION_CACHE_SECONDS:
             record, user, loaded_at = cached
         else:
+            generation = self._generation
             found = await self._store.get_session(id_hash)
+            if generation != self._generation:
+                return await self.load(cookie_value)
             if found is None:
                 self._cache.pop(id_hash, None)
                 return None
@@ -214,6 +219,7 @@ class SessionManager:
         self, *, id_hash: str | None = None, user_id: str | None = None, handle: str | None = None
     ) -> None:
         """Drop cached sessions this process just ended (by ID hash, user or handle)."""
+        self._generation += 1
         if id_hash is not None:
             self._cache.pop(id_hash, None)
         if user_id is not None or handle is not None:

@@ -23,7 +23,7 @@ import hashlib
 import json
 import re
 import secrets
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -32,12 +32,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import Algorithm, get_default_algorithms
 
+from gatepass.clock import Clock
 from gatepass.errors import AuthenticationFailed
 from gatepass.stores.base import SigningKeyRecord, TokenStore
 
 AlgorithmName = Literal["EdDSA", "ES256", "RS256", "HS256"]
 SUPPORTED_ALGORITHMS: tuple[AlgorithmName, ...] = ("EdDSA", "ES256", "RS256", "HS256")
-ASYMMETRIC_ALGORITHMS = frozenset({"EdDSA", "ES256", "RS256"})
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - a media type, not a secret
 ACCEPTED_TYPES = frozenset({"at+jwt", "application/at+jwt"})
 ALLOWED_HEADER_PARAMS = frozenset({"alg", "kid", "typ"})
@@ -61,8 +61,6 @@ _TOKEN_SHAPE = re.compile(rf"{_SEGMENT}\.{_SEGMENT}\.{_SEGMENT}")
 _ALGORITHMS: dict[str, Algorithm] = {
     name: get_default_algorithms()[name] for name in SUPPORTED_ALGORITHMS
 }
-
-Clock = Callable[[], float]
 
 
 class InvalidToken(AuthenticationFailed):
@@ -221,8 +219,22 @@ class KeyRing:
         await self.reload()
 
     async def reload(self) -> None:
-        records = await self._store.list_signing_keys()
-        keys = {r.kid: load_key(r) for r in records}
+        """Re-read the ring. Retired keys past their retention are left out (they are
+        deleted at the next start or rotation); unchanged keys are not re-parsed."""
+        now = self._clock()
+        keys: dict[str, LoadedKey] = {}
+        for record in await self._store.list_signing_keys():
+            if record.state == "retired" and (
+                record.retired_at is None or record.retired_at + self._retention <= now
+            ):
+                continue
+            known = self._keys.get(record.kid)
+            unchanged = (
+                known is not None
+                and known.state == record.state
+                and known.retired_at == record.retired_at
+            )
+            keys[record.kid] = known if known is not None and unchanged else load_key(record)
         currents = [k for k in keys.values() if k.state == "current" and k.alg == self.algorithm]
         if currents:
             self._signing = currents[-1]
@@ -251,6 +263,7 @@ class KeyRing:
         return self._signing
 
     def keys(self) -> Iterable[LoadedKey]:
+        """Every key currently published (next, current, and retired within retention)."""
         return self._keys.values()
 
     def jwks(self) -> dict[str, list[dict[str, Any]]]:
@@ -459,7 +472,7 @@ class AccessTokens:
             raise InvalidToken("wrong typ")
         if not isinstance(kid, str) or not isinstance(alg, str):
             raise InvalidToken("kid or alg missing")
-        key = self.ring.get(kid) or await self.ring.lookup(kid)
+        key = await self.ring.lookup(kid)
         if key is None:
             raise InvalidToken("unknown kid")
         if alg != key.alg:

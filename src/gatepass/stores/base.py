@@ -8,7 +8,7 @@ cannot be reached, so callers fail closed.
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -141,8 +141,9 @@ class UserStore(Protocol):
 
     async def get_user_by_email(self, email: str) -> UserRecord | None: ...
 
-    async def set_password_hash(self, user_id: str, password_hash: str) -> None:
-        """Replace the hash only (rehash on login); sessions are untouched."""
+    async def set_password_hash(self, user_id: str, password_hash: str, *, previous: str) -> bool:
+        """Replace the hash (rehash on login) only if it is still ``previous``, so a
+        rehash can never undo a password change that committed meanwhile."""
         ...
 
 
@@ -163,10 +164,6 @@ class SessionStore(Protocol):
 
     async def list_sessions(self, user_id: str) -> list[SessionRecord]: ...
 
-    async def delete_user_sessions(self, user_id: str, *, keep_id_hash: str | None = None) -> int:
-        """End every session of the user (but ``keep_id_hash``); return how many ended."""
-        ...
-
     async def change_password(
         self,
         user_id: str,
@@ -176,13 +173,14 @@ class SessionStore(Protocol):
         now: float,
     ) -> None:
         """In one transaction: set the hash, end every session and refresh family of
-        the user, insert ``replacement`` (the caller's session under a new ID) and move
-        the user's token epoch to ``now``."""
+        the user (a Bearer caller's own family included: it must sign in again),
+        insert ``replacement`` (the caller's session under a new ID) and move the
+        user's token epoch to ``now``."""
         ...
 
-    async def end_everything(self, user_id: str, now: float) -> int:
+    async def end_everything(self, user_id: str, now: float) -> tuple[int, int]:
         """In one transaction: end every session and family of the user and move the
-        token epoch to ``now``; return how many sessions and families ended."""
+        token epoch to ``now``; return (sessions ended, families revoked)."""
         ...
 
 
@@ -220,6 +218,12 @@ class TokenStore(Protocol):
         """Deny ``jti`` (whose token expires at ``expires_at``) by publishing it on the feed."""
         ...
 
+    async def revoke_token(
+        self, jti: str, expires_at: float, family_id: str, user_id: str, now: float
+    ) -> None:
+        """Bearer logout in one transaction: deny ``jti`` and revoke its family."""
+        ...
+
     async def revocation_events(self, after_id: int) -> list[RevocationEvent]:
         """Feed entries with an ID above ``after_id``, oldest first."""
         ...
@@ -248,6 +252,3 @@ class Store(UserStore, SessionStore, SecretStore, TokenStore, Protocol):
     async def ping(self) -> None:
         """Raise :class:`~gatepass.errors.StoreUnavailable` when unreachable."""
         ...
-
-
-StoreFactory = Callable[[], Awaitable[Store]]

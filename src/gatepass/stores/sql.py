@@ -281,11 +281,14 @@ class SqlStore:
             row = (await conn.execute(select(users).where(users.c.email == email))).first()
         return _user(row) if row else None
 
-    async def set_password_hash(self, user_id: str, password_hash: str) -> None:
+    async def set_password_hash(self, user_id: str, password_hash: str, *, previous: str) -> bool:
         async with self._tx() as conn:
-            await conn.execute(
-                update(users).where(users.c.id == user_id).values(password_hash=password_hash)
+            result = await conn.execute(
+                update(users)
+                .where(users.c.id == user_id, users.c.password_hash == previous)
+                .values(password_hash=password_hash)
             )
+        return bool(result.rowcount)
 
     # sessions --------------------------------------------------------------
 
@@ -337,14 +340,6 @@ class SqlStore:
             )
             return [_session(row) for row in rows]
 
-    async def delete_user_sessions(self, user_id: str, *, keep_id_hash: str | None = None) -> int:
-        condition = sessions.c.user_id == user_id
-        if keep_id_hash is not None:
-            condition = condition & (sessions.c.id_hash != keep_id_hash)
-        async with self._tx() as conn:
-            result = await conn.execute(delete(sessions).where(condition))
-        return int(result.rowcount)
-
     async def change_password(
         self,
         user_id: str,
@@ -364,14 +359,14 @@ class SqlStore:
             if replacement is not None:
                 await conn.execute(insert(sessions).values(**_session_values(replacement)))
 
-    async def end_everything(self, user_id: str, now: float) -> int:
+    async def end_everything(self, user_id: str, now: float) -> tuple[int, int]:
         async with self._tx() as conn:
             await conn.execute(
                 update(users).where(users.c.id == user_id).values(tokens_valid_after=now)
             )
             ended = await conn.execute(delete(sessions).where(sessions.c.user_id == user_id))
             revoked = await _revoke_user_families(conn, user_id, now)
-        return int(ended.rowcount) + revoked
+        return int(ended.rowcount), revoked
 
     # signing keys ----------------------------------------------------------
 
@@ -559,6 +554,23 @@ class SqlStore:
     async def revoke_jti(self, jti: str, expires_at: float, now: float) -> None:
         async with self._tx() as conn:
             await _publish(conn, "jti", [jti], expires_at, now)
+
+    async def revoke_token(
+        self, jti: str, expires_at: float, family_id: str, user_id: str, now: float
+    ) -> None:
+        async with self._tx() as conn:
+            await _publish(conn, "jti", [jti], expires_at, now)
+            result = await conn.execute(
+                update(families)
+                .where(
+                    families.c.id == family_id,
+                    families.c.user_id == user_id,
+                    families.c.revoked.is_(False),
+                )
+                .values(revoked=True)
+            )
+            if result.rowcount:
+                await _publish(conn, "family", [family_id], now, now)
 
     async def revocation_events(self, after_id: int) -> list[RevocationEvent]:
         async with self._tx() as conn:
