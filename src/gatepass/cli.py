@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any, NoReturn
@@ -12,8 +13,9 @@ from typing import Any, NoReturn
 import click
 
 from gatepass.config import Settings, load_settings
-from gatepass.core import Gatepass
 from gatepass.errors import ConfigError, StoreUnavailable
+from gatepass.stores.sql import SqlStore
+from gatepass.tokens import KEY_RELOAD_SECONDS, KeyRing
 
 
 def _fail(message: str) -> NoReturn:
@@ -73,12 +75,15 @@ def keys() -> None:
     """Inspect and rotate the access-token signing keys."""
 
 
-async def _with_gatepass(action: Callable[[Gatepass], Awaitable[None]]) -> None:
-    gp = await Gatepass.open(_settings())
+async def _with_store(action: Callable[[SqlStore, Settings], Awaitable[None]]) -> None:
+    """Run ``action`` on the deployment's store alone: no keys or secrets are created."""
+    settings = _settings()
+    store = SqlStore(settings.effective_database_url)
     try:
-        await action(gp)
+        await store.start()
+        await action(store, settings)
     finally:
-        await gp.close()
+        await store.close()
 
 
 def _when(ts: float | None) -> str:
@@ -91,29 +96,36 @@ def _when(ts: float | None) -> str:
 def keys_list() -> None:
     """List signing keys: kid, algorithm, state, created, retired."""
 
-    async def show(gp: Gatepass) -> None:
-        for record in await gp.store.list_signing_keys():
+    async def show(store: SqlStore, settings: Settings) -> None:
+        for record in await store.list_signing_keys():
             click.echo(
                 f"{record.kid}  {record.alg:<5}  {record.state:<7}  "
                 f"created {_when(record.created_at)}  retired {_when(record.retired_at)}"
             )
 
-    _run(_with_gatepass(show))
+    _run(_with_store(show))
 
 
 @keys.command("rotate")
 def keys_rotate() -> None:
     """Retire the signing key, promote the published next key, publish a new next key.
 
-    Running servers start signing with the new key within KEY_RELOAD_SECONDS
-    (30 s); tokens signed by the retired key verify until they expire.
+    The new key has the algorithm of the current one (so a shell whose
+    GATEPASS_JWT_ALGORITHM differs from the servers' cannot switch it); with no
+    key yet, GATEPASS_JWT_ALGORITHM decides. Running servers start signing with
+    the new key within KEY_RELOAD_SECONDS (30 s); tokens signed by the retired
+    key verify until they expire.
     """
 
-    async def rotate(gp: Gatepass) -> None:
-        key = await gp.keys.rotate()
+    async def rotate(store: SqlStore, settings: Settings) -> None:
+        current = [k for k in await store.list_signing_keys() if k.state == "current"]
+        algorithm = current[-1].alg if current else settings.jwt_algorithm
+        retention = settings.access_token_ttl + settings.leeway + KEY_RELOAD_SECONDS
+        ring = KeyRing(store, algorithm, retention, time.time)
+        key = await ring.rotate()
         click.echo(f"signing key is now {key.kid} ({key.alg})")
 
-    _run(_with_gatepass(rotate))
+    _run(_with_store(rotate))
 
 
 def _run(coro: Coroutine[Any, Any, None]) -> None:
