@@ -543,8 +543,16 @@ def test_metrics_is_prometheus_text(client: TestClient) -> None:
     } <= names
 
 
-def test_every_error_carries_security_headers(client: TestClient) -> None:
+def test_every_error_carries_nosniff(client: TestClient) -> None:
     response = client.post("/auth/register", content=b"{", headers={"Content-Type": JSON})
     assert response.status_code == 400
     assert response.headers["x-content-type-options"] == "nosniff"
+
+
+def test_pages_cannot_be_framed_and_carry_a_strict_csp(client: TestClient) -> None:
+    response = client.get("/login")
+    assert response.status_code == 200
     assert response.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+    assert "script-src 'self'" in response.headers["content-security-policy"]
+    assert response.headers["referrer-policy"] == "same-origin"

@@ -261,10 +261,11 @@ async def metrics(request: Request) -> Response:
 
 
 routes: list[BaseRoute] = [
+    # The hot path first: Starlette tries routes in order.
+    Route("/auth/me", me, methods=["GET"]),
     Route("/auth/register", register, methods=["POST"]),
     Route("/auth/login", login, methods=["POST"]),
     Route("/auth/refresh", refresh, methods=["POST"]),
-    Route("/auth/me", me, methods=["GET"]),
     Route("/auth/csrf", csrf, methods=["GET"]),
     Route("/auth/logout", logout, methods=["POST"]),
     Route("/auth/logout-all", logout_all, methods=["POST"]),

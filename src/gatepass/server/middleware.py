@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
-    (b"x-content-type-options", b"nosniff"),
+NOSNIFF = (b"x-content-type-options", b"nosniff")
+#: For HTML only: JSON is never rendered as a page, so framing and CSP do not apply.
+PAGE_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    NOSNIFF,
     (b"x-frame-options", b"DENY"),
     # same-origin, not no-referrer: with no-referrer browsers send "Origin: null"
     # on our own form posts, which the CSRF check rightly refuses.
@@ -19,7 +21,7 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
 
 
 class SecurityHeaders:
-    """Adds headers that make every response harder to frame, sniff or leak."""
+    """``nosniff`` on every response; framing, referrer and CSP rules on HTML pages."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -31,9 +33,12 @@ class SecurityHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                present = {name.lower() for name, _ in message.get("headers", [])}
-                extra = [(k, v) for k, v in SECURITY_HEADERS if k not in present]
-                message["headers"] = [*message.get("headers", []), *extra]
+                headers = message.get("headers", [])
+                html = any(
+                    name == b"content-type" and value.startswith(b"text/html")
+                    for name, value in headers
+                )
+                message["headers"] = [*headers, *(PAGE_HEADERS if html else (NOSNIFF,))]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
