@@ -14,7 +14,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from gatepass.core import Gatepass
-from gatepass.revocation import MAX_FEED_STALENESS_SECONDS
+from gatepass.revocation import REVOCATION_POLL_SECONDS
 from gatepass.stores.sql import SqlStore
 from gatepass.tokens import KeyRing
 from tests.conftest import PASSWORD, FakeClock, login, register
@@ -50,7 +50,7 @@ def test_bearer_request_fails_closed_when_the_revocation_feed_is_unreadable(
     auth = {"Authorization": f"Bearer {token}"}
     assert client.get("/auth/me", headers=auth).status_code == 200
     _break(client, "gatepass_revocations")
-    clock.advance(MAX_FEED_STALENESS_SECONDS + 1)
+    clock.advance(REVOCATION_POLL_SECONDS + 1)
     response = client.get("/auth/me", headers=auth)
     assert response.status_code == 503
     assert response.headers["content-type"].startswith(PROBLEM)
@@ -135,3 +135,39 @@ def test_parallel_wrong_passwords_cannot_exceed_the_lockout(
         statuses = list(pool.map(guess, range(12)))
     assert statuses.count(401) <= 3
     assert statuses.count(429) >= 9
+
+
+@pytest.mark.anyio
+async def test_concurrent_bearer_requests_after_idle_share_one_feed_read(
+    make_settings: Callable[..., object], fast_hasher: object, clock: FakeClock
+) -> None:
+    """Regression: many requests arriving while the feed is being read all wait for
+    that read and succeed, instead of failing or being judged on an old view."""
+    import asyncio
+
+    import httpx
+
+    from gatepass.server.app import create_app
+
+    settings = make_settings()
+    gp = await Gatepass.open(settings, clock=clock, hasher=fast_hasher)  # type: ignore[arg-type]
+    try:
+        app = create_app(gatepass=gp)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as http:
+            account = {"email": "ada@example.com", "password": PASSWORD}
+            await http.post("/auth/register", json=account)
+            pair = (
+                await http.post(
+                    "/auth/login",
+                    json={**account, "client": "api"},
+                )
+            ).json()
+            auth = {"Authorization": f"Bearer {pair['access_token']}"}
+            clock.advance(60)
+            statuses = await asyncio.gather(
+                *(http.get("/auth/me", headers=auth) for _ in range(20))
+            )
+        assert [r.status_code for r in statuses] == [200] * 20
+    finally:
+        await gp.close()

@@ -23,6 +23,7 @@ also revokes every family of the user.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 
@@ -42,8 +43,6 @@ logger = logging.getLogger("gatepass.revocation")
 
 #: How stale another process's revocations may be here, normally.
 REVOCATION_POLL_SECONDS = 1.0
-#: Past this, with the feed unreadable, Bearer requests fail closed (503).
-MAX_FEED_STALENESS_SECONDS = 5.0
 #: How often expired feed entries are dropped from memory and from the store.
 PRUNE_SECONDS = 60.0
 #: Users (email, roles) are cached this long for Bearer requests.
@@ -77,35 +76,36 @@ class RevocationView:
         self._last_id = 0
         self._synced_at = float("-inf")
         self._pruned_at = float("-inf")
-        self._syncing = False
+        self._inflight: asyncio.Future[None] | None = None
 
     async def sync(self) -> None:
         """Read feed entries this process has not seen yet."""
-        self._syncing = True
-        try:
-            events = await self._store.revocation_events(self._last_id)
-            for event in events:
-                self._apply(event)
-            self._synced_at = self._clock()
-            if self._synced_at - self._pruned_at >= PRUNE_SECONDS:
-                await self._prune()
-        finally:
-            self._syncing = False
+        events = await self._store.revocation_events(self._last_id)
+        for event in events:
+            self._apply(event)
+        self._synced_at = self._clock()
+        if self._synced_at - self._pruned_at >= PRUNE_SECONDS:
+            await self._prune()
 
     async def sync_if_stale(self) -> None:
         """Keep the view within :data:`REVOCATION_POLL_SECONDS` of the feed.
 
-        While another request is already reading the feed, this one goes on with
-        the view it has, unless that view is older than
-        :data:`MAX_FEED_STALENESS_SECONDS`: then it fails closed.
+        Concurrent callers share one read of the feed and all wait for it, so no
+        request is judged on a view older than that; if the read fails, every one
+        of them fails (closed) with :class:`StoreUnavailable`.
         """
-        age = self._clock() - self._synced_at
-        if age < REVOCATION_POLL_SECONDS:
+        if self._clock() - self._synced_at < REVOCATION_POLL_SECONDS:
             return
-        if not self._syncing:
+        if self._inflight is None:
+            self._inflight = asyncio.ensure_future(self._sync_shared())
+        # shield: a waiter that is cancelled must not cancel the others' read.
+        await asyncio.shield(self._inflight)
+
+    async def _sync_shared(self) -> None:
+        try:
             await self.sync()
-        elif age >= MAX_FEED_STALENESS_SECONDS:
-            raise StoreUnavailable("the revocation feed could not be read in time")
+        finally:
+            self._inflight = None
 
     async def sync_quietly(self) -> None:
         """Read the feed after a local write; a failure is logged, not raised.
