@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import sys
 import time
@@ -56,9 +57,16 @@ def serve(host: str | None, port: int | None, workers: int, log_level: str) -> N
         "proxy_headers": False,
         "server_header": False,
         "log_level": log_level,
+        # Above info the access log is filtered anyway; not building it saves time.
+        "access_log": log_level.lower() in ("trace", "debug", "info"),
     }
     if workers == 1:
-        uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
+        app = create_app(settings)
+        # Everything imported and built so far lives as long as the process: keep it
+        # out of the cyclic collector's way, so full collections stay short.
+        gc.collect()
+        gc.freeze()
+        uvicorn.run(app, **common)  # type: ignore[arg-type]
         return
     os.environ["GATEPASS_HOST"] = settings.host
     os.environ["GATEPASS_PORT"] = str(settings.port)

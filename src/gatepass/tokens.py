@@ -17,6 +17,7 @@ layer answers with a fixed body.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -198,6 +199,7 @@ class KeyRing:
         self._signing: LoadedKey | None = None
         self._loaded_at = float("-inf")
         self._early_reload_at = float("-inf")
+        self._inflight: asyncio.Future[None] | None = None
 
     def __repr__(self) -> str:
         return f"KeyRing(alg={self.algorithm!r}, kids={sorted(self._keys)!r})"
@@ -242,8 +244,19 @@ class KeyRing:
         self._loaded_at = self._clock()
 
     async def refresh_if_stale(self) -> None:
-        if self._clock() - self._loaded_at >= KEY_RELOAD_SECONDS:
+        """Re-read the ring once :data:`KEY_RELOAD_SECONDS` have passed; concurrent
+        callers share that one read."""
+        if self._clock() - self._loaded_at < KEY_RELOAD_SECONDS:
+            return
+        if self._inflight is None:
+            self._inflight = asyncio.ensure_future(self._reload_shared())
+        await asyncio.shield(self._inflight)
+
+    async def _reload_shared(self) -> None:
+        try:
             await self.reload()
+        finally:
+            self._inflight = None
 
     async def lookup(self, kid: str) -> LoadedKey | None:
         """The key for ``kid``; an unknown kid may re-read the ring, at a bounded rate."""
