@@ -6,6 +6,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +167,31 @@ def _user(row: Any) -> UserRecord:
     )
 
 
+def _joined_user(row: Any) -> UserRecord:
+    """The user of a join row, whose user columns are labelled ``user_id``/``user_created_at``."""
+    return UserRecord(
+        id=row.user_id,
+        email=row.email,
+        password_hash=row.password_hash,
+        roles=tuple(row.roles.split()),
+        created_at=row.user_created_at,
+        tokens_valid_after=row.tokens_valid_after,
+    )
+
+
+def _family(row: Any) -> FamilyRecord:
+    return FamilyRecord(
+        id=row.id,
+        user_id=row.user_id,
+        created_at=row.created_at,
+        last_used_at=row.last_used_at,
+        expires_at=row.expires_at,
+        ip=row.ip,
+        user_agent=row.user_agent,
+        revoked=row.revoked,
+    )
+
+
 def _session(row: Any) -> SessionRecord:
     return SessionRecord(
         id_hash=row.id_hash,
@@ -303,15 +329,7 @@ class SqlStore:
             ).first()
         if row is None:
             return None
-        user = UserRecord(
-            id=row.user_id,
-            email=row.email,
-            password_hash=row.password_hash,
-            roles=tuple(row.roles.split()),
-            created_at=row.user_created_at,
-            tokens_valid_after=row.tokens_valid_after,
-        )
-        return _session(row), user
+        return _session(row), _joined_user(row)
 
     async def touch_session(self, id_hash: str, now: float) -> None:
         async with self._tx() as conn:
@@ -449,11 +467,12 @@ class SqlStore:
             row = (
                 await conn.execute(
                     select(
-                        refresh_tokens.c.family_id,
+                        families.c.id,
                         families.c.revoked,
                         families.c.expires_at,
                         families.c.user_id,
-                        families.c.created_at.label("family_created_at"),
+                        families.c.created_at,
+                        families.c.last_used_at,
                         families.c.ip,
                         families.c.user_agent,
                         users.c.email,
@@ -469,52 +488,24 @@ class SqlStore:
             ).first()
             if row is None:
                 return RotationOutcome(RotationStatus.INVALID)
+            family = replace(_family(row), last_used_at=now)
             if claimed.rowcount != 1:
-                if row.revoked or row.expires_at <= now:
+                if family.revoked or family.expires_at <= now:
                     return RotationOutcome(RotationStatus.INVALID)
                 await conn.execute(
-                    update(families).where(families.c.id == row.family_id).values(revoked=True)
+                    update(families).where(families.c.id == family.id).values(revoked=True)
                 )
-                await _publish(conn, "family", [row.family_id], now, now)
-                return RotationOutcome(
-                    RotationStatus.REUSED,
-                    family=FamilyRecord(
-                        id=row.family_id,
-                        user_id=row.user_id,
-                        created_at=row.family_created_at,
-                        last_used_at=now,
-                        expires_at=row.expires_at,
-                        ip=row.ip,
-                        user_agent=row.user_agent,
-                        revoked=True,
-                    ),
-                )
+                await _publish(conn, "family", [family.id], now, now)
+                return RotationOutcome(RotationStatus.REUSED, family=replace(family, revoked=True))
             await conn.execute(
                 insert(refresh_tokens).values(
-                    token_hash=new_hash, family_id=row.family_id, created_at=now
+                    token_hash=new_hash, family_id=family.id, created_at=now
                 )
             )
             await conn.execute(
-                update(families).where(families.c.id == row.family_id).values(last_used_at=now)
+                update(families).where(families.c.id == family.id).values(last_used_at=now)
             )
-        family = FamilyRecord(
-            id=row.family_id,
-            user_id=row.user_id,
-            created_at=row.family_created_at,
-            last_used_at=now,
-            expires_at=row.expires_at,
-            ip=row.ip,
-            user_agent=row.user_agent,
-        )
-        user = UserRecord(
-            id=row.user_id,
-            email=row.email,
-            password_hash=row.password_hash,
-            roles=tuple(row.roles.split()),
-            created_at=row.user_created_at,
-            tokens_valid_after=row.tokens_valid_after,
-        )
-        return RotationOutcome(RotationStatus.ROTATED, family=family, user=user)
+        return RotationOutcome(RotationStatus.ROTATED, family=family, user=_joined_user(row))
 
     async def revoke_family(self, family_id: str, now: float, user_id: str | None = None) -> bool:
         condition = and_(families.c.id == family_id, families.c.revoked.is_(False))
@@ -537,19 +528,7 @@ class SqlStore:
                 )
                 .order_by(families.c.created_at)
             )
-            return [
-                FamilyRecord(
-                    id=r.id,
-                    user_id=r.user_id,
-                    created_at=r.created_at,
-                    last_used_at=r.last_used_at,
-                    expires_at=r.expires_at,
-                    ip=r.ip,
-                    user_agent=r.user_agent,
-                    revoked=r.revoked,
-                )
-                for r in rows
-            ]
+            return [_family(r) for r in rows]
 
     async def revoke_jti(self, jti: str, expires_at: float, now: float) -> None:
         async with self._tx() as conn:
