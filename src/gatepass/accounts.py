@@ -7,13 +7,19 @@ framework integrations call it and only translate requests and responses.
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from gatepass.authenticator import Identity
 from gatepass.clock import Clock
 from gatepass.errors import AuthenticationFailed, Conflict, InvalidRequest, NotFound, RateLimited
 from gatepass.metrics import Metrics
-from gatepass.passwords import PasswordHasher, PasswordPolicyError, normalise_password
+from gatepass.passwords import (
+    PasswordHasher,
+    PasswordPolicyError,
+    VerifyResult,
+    normalise_password,
+)
 from gatepass.ratelimit import LoginThrottle
 from gatepass.refresh import RefreshTokens, TokenPair
 from gatepass.revocation import RevocationView
@@ -100,37 +106,60 @@ class Accounts:
             account = normalise_email(email)
         except ValueError:
             account = None
-        throttle_key = account or email
-        try:
-            self._throttle.check(throttle_key, ip)
-        except RateLimited:
-            self._metrics.throttled.inc()
-            raise
-        settled = False
-        try:
+        user: UserRecord | None = None
+
+        async def find_user() -> str | None:
+            nonlocal user
             user = await self._store.get_user_by_email(account) if account else None
-            if user is None:
-                result = await self._hasher.dummy_verify(password)
-            else:
-                result = await self._hasher.verify(user.password_hash, password)
-            settled = True
-            if not result.ok or user is None:
-                self._metrics.logins.labels(result="failure").inc()
-                if self._throttle.record_failure(throttle_key):
-                    self._metrics.lockouts.inc()
-                raise AuthenticationFailed(INVALID_CREDENTIALS)
-            self._throttle.record_success(throttle_key)
-        finally:
-            if not settled:
-                # A store error or a cancelled request: the attempt counted by
-                # check() is neither a failure nor a success.
-                self._throttle.abandon(throttle_key)
+            return user.password_hash if user else None
+
+        result = await self._throttled_verify(account or email, ip, find_user, password)
+        if not result.ok or user is None:
+            self._metrics.logins.labels(result="failure").inc()
+            raise AuthenticationFailed(INVALID_CREDENTIALS)
         self._metrics.logins.labels(result="success").inc()
         if result.needs_rehash:
             await self._store.set_password_hash(
                 user.id, await self._hasher.hash(password), previous=user.password_hash
             )
         return user
+
+    async def _throttled_verify(
+        self,
+        account: str,
+        ip: str | None,
+        stored_hash: Callable[[], Awaitable[str | None]],
+        password: str,
+    ) -> VerifyResult:
+        """Verify ``password`` for ``account`` under the login throttle.
+
+        ``stored_hash`` is awaited inside the throttled section; ``None`` (no such
+        account) costs a dummy verify, so both cases take the same time.
+        """
+        try:
+            self._throttle.check(account, ip)
+        except RateLimited:
+            self._metrics.throttled.inc()
+            raise
+        settled = False
+        try:
+            known = await stored_hash()
+            if known is None:
+                result = await self._hasher.dummy_verify(password)
+            else:
+                result = await self._hasher.verify(known, password)
+            settled = True
+            if result.ok and known is not None:
+                self._throttle.record_success(account)
+                return result
+            if self._throttle.record_failure(account):
+                self._metrics.lockouts.inc()
+            return VerifyResult(ok=False)
+        finally:
+            if not settled:
+                # A store error or a cancelled request: the attempt counted by
+                # check() is neither a failure nor a success.
+                self._throttle.abandon(account)
 
     async def start_web_session(
         self,
@@ -226,15 +255,30 @@ class Accounts:
         raise NotFound("No such session.")
 
     async def change_password(
-        self, identity: Identity, current_password: str, new_password: str
+        self,
+        identity: Identity,
+        current_password: str,
+        new_password: str,
+        *,
+        ip: str | None = None,
     ) -> IssuedSession | None:
         """Set a new password, end every other session, and give the caller's session a
-        new ID (returned). Bearer callers get ``None``: they hold no session."""
+        new ID (returned). Bearer callers get ``None``: they hold no session.
+
+        Wrong current passwords count against the account like failed logins, so a
+        stolen session cannot be used to guess the password without limit.
+        """
         try:
             normalise_password(new_password)
         except PasswordPolicyError as exc:
             raise InvalidRequest(str(exc)) from None
-        result = await self._hasher.verify(identity.user.password_hash, current_password)
+
+        async def stored_hash() -> str:
+            return identity.user.password_hash
+
+        result = await self._throttled_verify(
+            identity.user.email, ip, stored_hash, current_password
+        )
         if not result.ok:
             raise AuthenticationFailed("Current password is wrong.")
         new_hash = await self._hasher.hash(new_password)

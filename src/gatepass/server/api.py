@@ -241,7 +241,9 @@ async def change_password(request: Request) -> Response:
     identity, fields = await _mutating_identity(request)
     body = validate(PasswordIn, fields or {})
     gp = gatepass(request)
-    issued = await gp.accounts.change_password(identity, body.current_password, body.new_password)
+    issued = await gp.accounts.change_password(
+        identity, body.current_password, body.new_password, ip=ip_of(request)
+    )
     response = Response(status_code=204, headers=NO_STORE)
     if issued is not None:
         set_session_cookie(response, gp, issued.cookie_value)
