@@ -134,6 +134,19 @@ class Gatepass:
             raise
         return instance
 
+    async def prune(self) -> int:
+        """Delete expired sessions and refresh families; return how many rows went.
+
+        The auth server runs this every few minutes; an embedding application
+        should call it now and then (nothing breaks without it: expired rows are
+        refused anyway, they only take space).
+        """
+        return await self.store.prune_expired(
+            self.clock(),
+            session_idle=self.settings.session_idle_timeout,
+            session_absolute=self.settings.session_absolute_timeout,
+        )
+
     async def close(self) -> None:
         """Release the database connections and the hashing threads."""
         await self.store.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -24,6 +25,8 @@ from gatepass.server.middleware import SecurityHeaders
 from gatepass.server.problems import problem
 
 logger = logging.getLogger("gatepass.server")
+#: How often the server deletes expired sessions and refresh families.
+PRUNE_INTERVAL_SECONDS = 300
 
 
 async def _request_error(request: Request, exc: Exception) -> Response:
@@ -53,6 +56,17 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     return problem(500)
 
 
+async def _prune_forever(gp: Gatepass) -> None:
+    while True:
+        await asyncio.sleep(PRUNE_INTERVAL_SECONDS)
+        try:
+            removed = await gp.prune()
+        except StoreUnavailable as exc:
+            logger.warning("pruning expired rows failed: %s", exc)
+        else:
+            logger.debug("pruned %d expired rows", removed)
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -77,9 +91,11 @@ def create_app(
         assert settings is not None
         opened = await Gatepass.open(settings, clock=clock, hasher=hasher)
         app.state.gatepass = opened
+        pruning = asyncio.ensure_future(_prune_forever(opened))
         try:
             yield
         finally:
+            pruning.cancel()
             await opened.close()
 
     app = Starlette(

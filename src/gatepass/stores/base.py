@@ -184,6 +184,15 @@ class SessionStore(Protocol):
         ...
 
 
+class MaintenanceStore(Protocol):
+    async def prune_expired(
+        self, now: float, *, session_idle: float, session_absolute: float
+    ) -> int:
+        """Delete sessions past their idle or absolute timeout and refresh families
+        past their lifetime (with their tokens); return how many rows went."""
+        ...
+
+
 class TokenStore(Protocol):
     async def list_signing_keys(self) -> list[SigningKeyRecord]: ...
 
@@ -242,7 +251,7 @@ class SecretStore(Protocol):
         ...
 
 
-class Store(UserStore, SessionStore, SecretStore, TokenStore, Protocol):
+class Store(UserStore, SessionStore, SecretStore, TokenStore, MaintenanceStore, Protocol):
     """Everything the auth server needs from storage."""
 
     async def start(self) -> None: ...

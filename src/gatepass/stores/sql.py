@@ -570,6 +570,23 @@ class SqlStore:
             )
         return int(result.rowcount)
 
+    async def prune_expired(
+        self, now: float, *, session_idle: float, session_absolute: float
+    ) -> int:
+        async with self._tx() as conn:
+            gone_sessions = await conn.execute(
+                delete(sessions).where(
+                    (sessions.c.created_at <= now - session_absolute)
+                    | (sessions.c.last_seen_at <= now - session_idle)
+                )
+            )
+            expired = select(families.c.id).where(families.c.expires_at <= now)
+            gone_tokens = await conn.execute(
+                delete(refresh_tokens).where(refresh_tokens.c.family_id.in_(expired))
+            )
+            gone_families = await conn.execute(delete(families).where(families.c.expires_at <= now))
+        return int(gone_sessions.rowcount + gone_tokens.rowcount + gone_families.rowcount)
+
     # secrets ---------------------------------------------------------------
 
     async def get_or_create_secret(self, name: str, make: Callable[[], str]) -> str:
