@@ -386,7 +386,7 @@ def _database_rows(path: Path) -> list[str]:
         ]
         cells: list[str] = []
         for table in tables:
-            for row in connection.execute(f'SELECT * FROM "{table}"'):  # noqa: S608
+            for row in connection.execute(f'SELECT * FROM "{table}"'):
                 cells.extend(v.decode("latin-1") if isinstance(v, bytes) else str(v) for v in row)
         return cells
     finally:
