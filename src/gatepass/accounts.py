@@ -62,6 +62,9 @@ class SessionView:
 
 
 class Accounts:
+    """Account operations (register, login, sessions, logout, password change):
+    policy over the store protocols, shared by the server and the integrations."""
+
     def __init__(
         self,
         store: Store,

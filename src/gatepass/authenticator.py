@@ -56,6 +56,8 @@ class Authenticator:
         self._bearer = bearer
 
     async def authenticate(self, authorization: str | None, session_cookie: str | None) -> Identity:
+        """The caller behind a request's ``Authorization`` header or, without one, its
+        session cookie value; :class:`AuthenticationFailed` otherwise."""
         if authorization is not None:
             token = bearer_token(authorization)
             if self._bearer is None:

@@ -9,6 +9,8 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
 class Metrics:
+    """The counters gatepass exports on ``/metrics``, in a registry of their own."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.logins = Counter(

@@ -32,6 +32,7 @@ audit = logging.getLogger("gatepass.audit")
 
 
 def hash_refresh_token(token: str) -> str:
+    """The store key of a refresh token: hex SHA-256 (the token itself is never stored)."""
     return hashlib.sha256(token.encode("ascii")).hexdigest()
 
 
@@ -60,6 +61,8 @@ class InvalidRefreshToken(AuthenticationFailed):
 
 
 class RefreshTokens:
+    """Starts refresh families at login and rotates their tokens."""
+
     def __init__(
         self,
         store: TokenStore,

@@ -70,6 +70,8 @@ class CookieSigner:
 
 @dataclass(frozen=True, slots=True)
 class SessionPolicy:
+    """Idle (rolling) and absolute timeouts, in seconds."""
+
     idle_timeout: float
     absolute_timeout: float
 
@@ -95,6 +97,7 @@ def session_state(record: SessionRecord, now: float, policy: SessionPolicy) -> S
 
 
 def needs_touch(record: SessionRecord, now: float, policy: SessionPolicy) -> bool:
+    """Whether ``last_seen_at`` is old enough to be written again. Pure."""
     return now - record.last_seen_at >= policy.touch_interval
 
 

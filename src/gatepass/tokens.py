@@ -411,6 +411,7 @@ class AccessTokens:
         self._headers: dict[str, str] = {}
 
     def issue(self, user_id: str, family_id: str, roles: Sequence[str]) -> IssuedAccessToken:
+        """Sign an access token for ``user_id`` in refresh family ``family_id``."""
         key = self.ring.signing_key()
         iat = int(self._clock())
         claims = AccessClaims(
