@@ -23,10 +23,10 @@ also revokes every family of the user.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 
+from gatepass._singleflight import SingleFlight
 from gatepass.authenticator import Identity
 from gatepass.clock import Clock
 from gatepass.errors import StoreUnavailable
@@ -76,7 +76,7 @@ class RevocationView:
         self._last_id = 0
         self._synced_at = float("-inf")
         self._pruned_at = float("-inf")
-        self._inflight: asyncio.Future[None] | None = None
+        self._reads: SingleFlight[None, None] = SingleFlight()
 
     async def sync(self) -> None:
         """Read feed entries this process has not seen yet."""
@@ -96,16 +96,7 @@ class RevocationView:
         """
         if self._clock() - self._synced_at < REVOCATION_POLL_SECONDS:
             return
-        if self._inflight is None:
-            self._inflight = asyncio.ensure_future(self._sync_shared())
-        # shield: a waiter that is cancelled must not cancel the others' read.
-        await asyncio.shield(self._inflight)
-
-    async def _sync_shared(self) -> None:
-        try:
-            await self.sync()
-        finally:
-            self._inflight = None
+        await self._reads.run(None, self.sync)
 
     async def sync_quietly(self) -> None:
         """Read the feed after a local write; a failure is logged, not raised.
@@ -165,6 +156,7 @@ class BearerAuthenticator:
         self._users = users
         self._clock = clock
         self._user_cache: dict[str, tuple[UserRecord, float]] = {}
+        self._user_reads: SingleFlight[str, UserRecord | None] = SingleFlight()
 
     async def authenticate_bearer(self, token: str) -> Identity:
         claims = await self._tokens.verify(token)
@@ -191,7 +183,7 @@ class BearerAuthenticator:
         cached = self._user_cache.get(user_id)
         if cached is not None and now - cached[1] < USER_CACHE_SECONDS:
             return cached[0]
-        user = await self._users.get_user(user_id)
+        user = await self._user_reads.run(user_id, lambda: self._users.get_user(user_id))
         if user is not None:
             if len(self._user_cache) >= USER_CACHE_SIZE:
                 del self._user_cache[next(iter(self._user_cache))]

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 
 from itsdangerous import BadSignature, Signer
 
+from gatepass._singleflight import SingleFlight
 from gatepass.clock import Clock
 from gatepass.stores.base import SessionRecord, SessionStore, UserRecord
 
@@ -138,6 +139,9 @@ class SessionManager:
         # Bumped whenever this process ends sessions, so a read that was in flight
         # meanwhile is not cached (it may hold a session that just ended).
         self._generation = 0
+        self._reads: SingleFlight[str, tuple[tuple[SessionRecord, UserRecord] | None, int]] = (
+            SingleFlight()
+        )
 
     def new_session(
         self,
@@ -193,9 +197,9 @@ class SessionManager:
         if cached is not None and now - cached[2] < SESSION_CACHE_SECONDS:
             record, user, loaded_at = cached
         else:
-            generation = self._generation
-            found = await self._store.get_session(id_hash)
+            found, generation = await self._fetch_shared(id_hash)
             if generation != self._generation:
+                # Sessions were ended while the read was in flight: read again.
                 return await self.load(cookie_value)
             if found is None:
                 self._cache.pop(id_hash, None)
@@ -206,10 +210,23 @@ class SessionManager:
             await self._store.delete_session(id_hash)
             return None
         if needs_touch(record, now, self.policy):
-            await self._store.touch_session(id_hash, now)
+            # Cached before the write, so concurrent requests do not all write too.
             record = replace(record, last_seen_at=now)
-        self._remember(id_hash, record, user, loaded_at)
+            self._remember(id_hash, record, user, loaded_at)
+            await self._store.touch_session(id_hash, now)
+        else:
+            self._remember(id_hash, record, user, loaded_at)
         return ActiveSession(record, user)
+
+    async def _fetch_shared(
+        self, id_hash: str
+    ) -> tuple[tuple[SessionRecord, UserRecord] | None, int]:
+        """One store read per session at a time: concurrent requests share it."""
+        return await self._reads.run(id_hash, lambda: self._fetch(id_hash))
+
+    async def _fetch(self, id_hash: str) -> tuple[tuple[SessionRecord, UserRecord] | None, int]:
+        generation = self._generation
+        return await self._store.get_session(id_hash), generation
 
     def _remember(
         self, id_hash: str, record: SessionRecord, user: UserRecord, loaded_at: float

@@ -17,7 +17,6 @@ layer answers with a fixed body.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib
@@ -33,6 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import Algorithm, get_default_algorithms
 
+from gatepass._singleflight import SingleFlight
 from gatepass.clock import Clock
 from gatepass.errors import AuthenticationFailed
 from gatepass.stores.base import SigningKeyRecord, TokenStore
@@ -199,7 +199,7 @@ class KeyRing:
         self._signing: LoadedKey | None = None
         self._loaded_at = float("-inf")
         self._early_reload_at = float("-inf")
-        self._inflight: asyncio.Future[None] | None = None
+        self._reloads: SingleFlight[None, None] = SingleFlight()
 
     def __repr__(self) -> str:
         return f"KeyRing(alg={self.algorithm!r}, kids={sorted(self._keys)!r})"
@@ -248,15 +248,7 @@ class KeyRing:
         callers share that one read."""
         if self._clock() - self._loaded_at < KEY_RELOAD_SECONDS:
             return
-        if self._inflight is None:
-            self._inflight = asyncio.ensure_future(self._reload_shared())
-        await asyncio.shield(self._inflight)
-
-    async def _reload_shared(self) -> None:
-        try:
-            await self.reload()
-        finally:
-            self._inflight = None
+        await self._reloads.run(None, self.reload)
 
     async def lookup(self, kid: str) -> LoadedKey | None:
         """The key for ``kid``; an unknown kid may re-read the ring, at a bounded rate."""
