@@ -523,6 +523,14 @@ def main() -> int:
             f"servers on CPU {SERVER_CPU}, load on CPU {CLIENT_CPU}"
         )
         return 0
+    except Exception:
+        # Leave the evidence: the tail of every server's log.
+        for s in servers:
+            log = s.cwd / f"{s.name}.log"
+            if log.exists():
+                print(f"--- {s.name} log (tail) ---", file=sys.stderr)
+                print(log.read_text(errors="replace")[-2000:], file=sys.stderr)
+        raise
     finally:
         for s in servers:
             s.stop()

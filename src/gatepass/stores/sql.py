@@ -156,25 +156,15 @@ _SESSION_WITH_USER = select(
 _SECRET_BY_NAME = select(secrets_table.c.value).where(secrets_table.c.name == bindparam("name"))
 
 
-def _user(row: Any) -> UserRecord:
+def _user(row: Any, *, joined: bool = False) -> UserRecord:
+    """A user from a row of the users table or, with ``joined``, of a join whose user
+    columns ``id`` and ``created_at`` are labelled ``user_id`` and ``user_created_at``."""
     return UserRecord(
-        id=row.id,
+        id=row.user_id if joined else row.id,
         email=row.email,
         password_hash=row.password_hash,
         roles=tuple(row.roles.split()),
-        created_at=row.created_at,
-        tokens_valid_after=row.tokens_valid_after,
-    )
-
-
-def _joined_user(row: Any) -> UserRecord:
-    """The user of a join row, whose user columns are labelled ``user_id``/``user_created_at``."""
-    return UserRecord(
-        id=row.user_id,
-        email=row.email,
-        password_hash=row.password_hash,
-        roles=tuple(row.roles.split()),
-        created_at=row.user_created_at,
+        created_at=row.user_created_at if joined else row.created_at,
         tokens_valid_after=row.tokens_valid_after,
     )
 
@@ -255,7 +245,13 @@ class SqlStore:
                 yield conn
         except IntegrityError:
             raise
-        except (DBAPIError, SQLAlchemyError, OSError) as exc:
+        except DBAPIError as exc:
+            # The driver's own message ("database is locked"), never the statement or
+            # its parameters, which may hold hashes and tokens.
+            raise StoreUnavailable(
+                f"database error: {type(exc.orig).__name__}: {exc.orig}"
+            ) from exc
+        except (SQLAlchemyError, OSError) as exc:
             raise StoreUnavailable(f"database error: {type(exc).__name__}") from exc
 
     async def start(self) -> None:
@@ -329,7 +325,7 @@ class SqlStore:
             ).first()
         if row is None:
             return None
-        return _session(row), _joined_user(row)
+        return _session(row), _user(row, joined=True)
 
     async def touch_session(self, id_hash: str, now: float) -> None:
         async with self._tx() as conn:
@@ -505,7 +501,7 @@ class SqlStore:
             await conn.execute(
                 update(families).where(families.c.id == family.id).values(last_used_at=now)
             )
-        return RotationOutcome(RotationStatus.ROTATED, family=family, user=_joined_user(row))
+        return RotationOutcome(RotationStatus.ROTATED, family=family, user=_user(row, joined=True))
 
     async def revoke_family(self, family_id: str, now: float, user_id: str | None = None) -> bool:
         condition = and_(families.c.id == family_id, families.c.revoked.is_(False))
