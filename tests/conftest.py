@@ -93,6 +93,32 @@ def login(client: TestClient, email: str = "ada@example.com", password: str = PA
     return str(response.json()["csrf_token"])
 
 
+def token_login(
+    client: TestClient,
+    email: str = "ada@example.com",
+    password: str = PASSWORD,
+    *,
+    kind: str = "mobile",
+) -> dict[str, Any]:
+    """Sign in as a token client (``mobile`` or ``api``); return the token pair."""
+    response = client.post(
+        "/auth/login", json={"email": email, "password": password, "client": kind}
+    )
+    assert response.status_code == 200, response.text
+    pair = response.json()
+    assert set(pair) == {"access_token", "token_type", "expires_in", "refresh_token"}
+    return dict(pair)
+
+
+def bearer(access_token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {access_token}"}
+
+
+def bearer_me_status(client: TestClient, access_token: str) -> int:
+    """Status of ``GET /auth/me`` with ``access_token`` as the only credential sent."""
+    return client.get("/auth/me", headers=bearer(access_token)).status_code
+
+
 def session_cookie(client: TestClient) -> str | None:
     return client.cookies.get("__Host-gatepass_session")
 

@@ -17,7 +17,7 @@ from gatepass.core import Gatepass
 from gatepass.revocation import REVOCATION_POLL_SECONDS
 from gatepass.stores.sql import SqlStore
 from gatepass.tokens import KeyRing
-from tests.conftest import PASSWORD, FakeClock, login, register
+from tests.conftest import PASSWORD, FakeClock, login, register, token_login
 
 PROBLEM = "application/problem+json"
 
@@ -36,11 +36,7 @@ def _break(client: TestClient, table: str) -> None:
 
 def _bearer(client: TestClient) -> str:
     register(client)
-    response = client.post(
-        "/auth/login", json={"email": "ada@example.com", "password": PASSWORD, "client": "api"}
-    )
-    assert response.status_code == 200
-    return str(response.json()["access_token"])
+    return str(token_login(client, kind="api")["access_token"])
 
 
 def test_bearer_request_fails_closed_when_the_revocation_feed_is_unreadable(

@@ -22,37 +22,25 @@ from starlette.testclient import TestClient
 
 from gatepass.config import Settings
 from gatepass.core import Gatepass
-from tests.conftest import ORIGIN, PASSWORD, FakeClock, login, register, session_cookie
+from tests.conftest import (
+    ORIGIN,
+    PASSWORD,
+    FakeClock,
+    bearer,
+    bearer_me_status,
+    login,
+    register,
+    session_cookie,
+    token_login,
+)
 
 MakeClient = Callable[..., TestClient]
 NEW_PASSWORD = "a brand new passphrase"
 REUSE_METRIC = "gatepass_refresh_reuse_detections_total"
 
 
-def token_login(
-    client: TestClient, email: str = "ada@example.com", password: str = PASSWORD
-) -> dict[str, Any]:
-    """Sign in as a mobile client; return the token pair."""
-    response = client.post(
-        "/auth/login",
-        json={"email": email, "password": password, "client": "mobile"},
-    )
-    assert response.status_code == 200, response.text
-    pair = response.json()
-    assert set(pair) == {"access_token", "token_type", "expires_in", "refresh_token"}
-    return dict(pair)
-
-
-def bearer(access_token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {access_token}"}
-
-
 def refresh(client: TestClient, refresh_token: object) -> Any:
     return client.post("/auth/refresh", json={"refresh_token": refresh_token})
-
-
-def me_status(client: TestClient, access_token: str) -> int:
-    return client.get("/auth/me", headers=bearer(access_token)).status_code
 
 
 def metric(client: TestClient, name: str) -> float:
@@ -88,7 +76,7 @@ def test_rotation_returns_a_new_pair_and_the_old_refresh_token_dies(client: Test
     assert second["expires_in"] > 0
     assert second["refresh_token"] != first["refresh_token"]
     assert second["access_token"] != first["access_token"]
-    assert me_status(client, second["access_token"]) == 200
+    assert bearer_me_status(client, second["access_token"]) == 200
     # The old token cannot be rotated again; the new one can.
     assert refresh(client, first["refresh_token"]).status_code == 401
 
@@ -114,16 +102,16 @@ def test_reusing_a_rotated_token_is_401_and_kills_the_newest_refresh_and_access_
     first = token_login(client)
     second = refresh(client, first["refresh_token"]).json()
     third = refresh(client, second["refresh_token"]).json()
-    assert me_status(client, third["access_token"]) == 200
+    assert bearer_me_status(client, third["access_token"]) == 200
 
     reuse = refresh(client, first["refresh_token"])  # the thief's (or victim's) replay
     assert reuse.status_code == 401
     assert reuse.headers["content-type"].startswith("application/problem+json")
 
     assert refresh(client, third["refresh_token"]).status_code == 401
-    assert me_status(client, third["access_token"]) == 401
-    assert me_status(client, second["access_token"]) == 401
-    assert me_status(client, first["access_token"]) == 401
+    assert bearer_me_status(client, third["access_token"]) == 401
+    assert bearer_me_status(client, second["access_token"]) == 401
+    assert bearer_me_status(client, first["access_token"]) == 401
 
 
 def test_reuse_in_one_family_leaves_the_users_other_families_alive(client: TestClient) -> None:
@@ -132,7 +120,7 @@ def test_reuse_in_one_family_leaves_the_users_other_families_alive(client: TestC
     other = token_login(client)
     refresh(client, victim["refresh_token"])
     assert refresh(client, victim["refresh_token"]).status_code == 401
-    assert me_status(client, other["access_token"]) == 200
+    assert bearer_me_status(client, other["access_token"]) == 200
     assert refresh(client, other["refresh_token"]).status_code == 200
 
 
@@ -301,7 +289,7 @@ def test_malformed_refresh_requests_never_consume_a_valid_token(client: TestClie
     response = refresh(client, token)
     assert response.status_code == 200, response.text
     # and it was a clean rotation, not a detected reuse
-    assert me_status(client, response.json()["access_token"]) == 200
+    assert bearer_me_status(client, response.json()["access_token"]) == 200
 
 
 # revocation paths ----------------------------------------------------------------------
@@ -321,7 +309,7 @@ def test_refresh_after_logout_all_from_a_web_session_is_401(client: TestClient) 
     response = client.post("/auth/logout-all", headers={"X-CSRF-Token": csrf, "Origin": ORIGIN})
     assert response.status_code == 204, response.text
     assert refresh(client, pair["refresh_token"]).status_code == 401
-    assert me_status(client, pair["access_token"]) == 401
+    assert bearer_me_status(client, pair["access_token"]) == 401
 
 
 def test_refresh_after_password_change_is_401(client: TestClient) -> None:
@@ -356,7 +344,7 @@ def test_refresh_does_not_revive_a_deleted_family_after_a_rotation(client: TestC
     response = client.delete(f"/auth/sessions/{family_id}", headers=bearer(other["access_token"]))
     assert response.status_code == 204, response.text
     assert refresh(client, rotated["refresh_token"]).status_code == 401
-    assert me_status(client, rotated["access_token"]) == 401
+    assert bearer_me_status(client, rotated["access_token"]) == 401
     assert refresh(client, other["refresh_token"]).status_code == 200
 
 

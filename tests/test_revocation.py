@@ -18,29 +18,21 @@ from starlette.testclient import TestClient
 from gatepass.revocation import check_not_revoked
 from gatepass.stores.base import BearerState, UserRecord
 from gatepass.tokens import AccessClaims, InvalidToken
-from tests.conftest import ORIGIN, PASSWORD, FakeClock, login, register, session_cookie
+from tests.conftest import (
+    ORIGIN,
+    PASSWORD,
+    FakeClock,
+    bearer,
+    bearer_me_status,
+    login,
+    register,
+    session_cookie,
+    token_login,
+)
 
 MakeClient = Callable[..., TestClient]
 NEW_PASSWORD = "a brand new passphrase"
 EVE = "eve@example.com"
-
-
-def token_login(
-    client: TestClient, email: str = "ada@example.com", password: str = PASSWORD
-) -> dict[str, Any]:
-    response = client.post(
-        "/auth/login", json={"email": email, "password": password, "client": "mobile"}
-    )
-    assert response.status_code == 200, response.text
-    return dict(response.json())
-
-
-def bearer(access_token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {access_token}"}
-
-
-def me_status(client: TestClient, access_token: str) -> int:
-    return client.get("/auth/me", headers=bearer(access_token)).status_code
 
 
 def refresh_status(client: TestClient, refresh_token: str) -> int:
@@ -87,10 +79,10 @@ def test_bearer_logout_revokes_that_access_token_and_its_refresh_family(
 ) -> None:
     register(client)
     pair = token_login(client)
-    assert me_status(client, pair["access_token"]) == 200
+    assert bearer_me_status(client, pair["access_token"]) == 200
     response = client.post("/auth/logout", headers=bearer(pair["access_token"]))
     assert response.status_code == 204, response.text
-    assert me_status(client, pair["access_token"]) == 401
+    assert bearer_me_status(client, pair["access_token"]) == 401
     assert refresh_status(client, pair["refresh_token"]) == 401
     # A second logout with the same token is refused too: it is dead.
     assert client.post("/auth/logout", headers=bearer(pair["access_token"])).status_code == 401
@@ -105,7 +97,7 @@ def test_bearer_logout_needs_no_csrf_token_even_with_a_session_cookie_in_the_jar
     response = client.post("/auth/logout", headers=bearer(pair["access_token"]))
     assert response.status_code == 204, response.text
     assert "set-cookie" not in response.headers  # the web session is not touched
-    assert me_status(client, pair["access_token"]) == 401
+    assert bearer_me_status(client, pair["access_token"]) == 401
 
 
 def test_bearer_logout_leaves_other_families_and_web_sessions_alive(client: TestClient) -> None:
@@ -115,7 +107,7 @@ def test_bearer_logout_leaves_other_families_and_web_sessions_alive(client: Test
     staying = token_login(client)
     assert client.post("/auth/logout", headers=bearer(leaving["access_token"])).status_code == 204
     assert cookie_me_status(client) == 200
-    assert me_status(client, staying["access_token"]) == 200
+    assert bearer_me_status(client, staying["access_token"]) == 200
     assert refresh_status(client, staying["refresh_token"]) == 200
 
 
@@ -127,8 +119,8 @@ def test_bearer_logout_revokes_the_jti_even_when_the_family_was_already_rotated(
     rotated = client.post("/auth/refresh", json={"refresh_token": pair["refresh_token"]}).json()
     # Log out with the *older* access token of the family: the newest pair dies as well.
     assert client.post("/auth/logout", headers=bearer(pair["access_token"])).status_code == 204
-    assert me_status(client, pair["access_token"]) == 401
-    assert me_status(client, rotated["access_token"]) == 401
+    assert bearer_me_status(client, pair["access_token"]) == 401
+    assert bearer_me_status(client, rotated["access_token"]) == 401
     assert refresh_status(client, rotated["refresh_token"]) == 401
 
 
@@ -148,7 +140,7 @@ def test_logout_all_revokes_every_access_token_issued_before_now(
     response = client.post("/auth/logout-all", headers={"X-CSRF-Token": csrf, "Origin": ORIGIN})
     assert response.status_code == 204, response.text
     for token in (older["access_token"], rotated["access_token"], caller["access_token"]):
-        assert me_status(client, token) == 401
+        assert bearer_me_status(client, token) == 401
     assert refresh_status(client, rotated["refresh_token"]) == 401
     assert refresh_status(client, caller["refresh_token"]) == 401
     assert cookie_me_status(client) == 401
@@ -166,17 +158,17 @@ def test_logout_all_has_no_same_second_loophole(client: TestClient, clock: FakeC
         204
     )
     assert claims_of(first["access_token"])["iat"] == int(clock.now)
-    assert me_status(client, first["access_token"]) == 401
-    assert me_status(client, caller["access_token"]) == 401
+    assert bearer_me_status(client, first["access_token"]) == 401
+    assert bearer_me_status(client, caller["access_token"]) == 401
     assert refresh_status(client, first["refresh_token"]) == 401
 
     clock.advance(0.1)  # still the same second: a login right after logout-all works
     after = token_login(client)
     assert claims_of(after["access_token"])["iat"] == claims_of(first["access_token"])["iat"]
-    assert me_status(client, after["access_token"]) == 200
+    assert bearer_me_status(client, after["access_token"]) == 200
     response = client.post("/auth/refresh", json={"refresh_token": after["refresh_token"]})
     assert response.status_code == 200, response.text
-    assert me_status(client, response.json()["access_token"]) == 200
+    assert bearer_me_status(client, response.json()["access_token"]) == 200
 
 
 def test_logout_all_in_the_same_second_as_login_also_kills_a_token_from_an_exact_second(
@@ -186,9 +178,9 @@ def test_logout_all_in_the_same_second_as_login_also_kills_a_token_from_an_exact
     assert clock.now == int(clock.now)  # logout-all lands exactly on a whole second
     pair = token_login(client)
     assert client.post("/auth/logout-all", headers=bearer(pair["access_token"])).status_code == 204
-    assert me_status(client, pair["access_token"]) == 401
+    assert bearer_me_status(client, pair["access_token"]) == 401
     fresh = token_login(client)
-    assert me_status(client, fresh["access_token"]) == 200
+    assert bearer_me_status(client, fresh["access_token"]) == 200
 
 
 def test_logout_all_from_a_cookie_session_needs_the_csrf_token(client: TestClient) -> None:
@@ -197,7 +189,7 @@ def test_logout_all_from_a_cookie_session_needs_the_csrf_token(client: TestClien
     login(client)
     response = client.post("/auth/logout-all", headers={"Origin": ORIGIN})
     assert response.status_code == 403
-    assert me_status(client, pair["access_token"]) == 200
+    assert bearer_me_status(client, pair["access_token"]) == 200
 
 
 def test_logout_all_does_not_touch_another_users_tokens(client: TestClient) -> None:
@@ -206,7 +198,7 @@ def test_logout_all_does_not_touch_another_users_tokens(client: TestClient) -> N
     ada = token_login(client)
     eve = token_login(client, EVE)
     assert client.post("/auth/logout-all", headers=bearer(ada["access_token"])).status_code == 204
-    assert me_status(client, eve["access_token"]) == 200
+    assert bearer_me_status(client, eve["access_token"]) == 200
     assert refresh_status(client, eve["refresh_token"]) == 200
 
 
@@ -227,11 +219,11 @@ def test_password_change_by_a_bearer_caller_kills_every_earlier_token_and_family
     )
     assert response.status_code == 204, response.text
     for pair in (other, caller):
-        assert me_status(client, pair["access_token"]) == 401
+        assert bearer_me_status(client, pair["access_token"]) == 401
         assert refresh_status(client, pair["refresh_token"]) == 401
     assert cookie_me_status(client) == 401  # web sessions end too
     fresh = token_login(client, password=NEW_PASSWORD)
-    assert me_status(client, fresh["access_token"]) == 200
+    assert bearer_me_status(client, fresh["access_token"]) == 200
 
 
 def test_password_change_by_a_cookie_caller_kills_every_earlier_token_and_family(
@@ -247,13 +239,13 @@ def test_password_change_by_a_cookie_caller_kills_every_earlier_token_and_family
         headers={"X-CSRF-Token": csrf, "Origin": ORIGIN},
     )
     assert response.status_code == 204, response.text
-    assert me_status(client, pair["access_token"]) == 401
+    assert bearer_me_status(client, pair["access_token"]) == 401
     assert refresh_status(client, pair["refresh_token"]) == 401
     # The caller keeps a session, under a new ID.
     assert session_cookie(client) not in (None, old_cookie)
     assert cookie_me_status(client) == 200
     fresh = token_login(client, password=NEW_PASSWORD)
-    assert me_status(client, fresh["access_token"]) == 200
+    assert bearer_me_status(client, fresh["access_token"]) == 200
 
 
 def test_a_failed_password_change_revokes_nothing(client: TestClient) -> None:
@@ -265,7 +257,7 @@ def test_a_failed_password_change_revokes_nothing(client: TestClient) -> None:
         headers=bearer(pair["access_token"]),
     )
     assert response.status_code == 401
-    assert me_status(client, pair["access_token"]) == 200
+    assert bearer_me_status(client, pair["access_token"]) == 200
     assert refresh_status(client, pair["refresh_token"]) == 200
 
 
@@ -370,10 +362,10 @@ def test_deleting_a_family_ends_it_and_its_access_tokens(client: TestClient) -> 
     family_id = family_id_of(client, target["access_token"])
     response = client.delete(f"/auth/sessions/{family_id}", headers=bearer(caller["access_token"]))
     assert response.status_code == 204, response.text
-    assert me_status(client, target["access_token"]) == 401
-    assert me_status(client, rotated["access_token"]) == 401
+    assert bearer_me_status(client, target["access_token"]) == 401
+    assert bearer_me_status(client, rotated["access_token"]) == 401
     assert refresh_status(client, rotated["refresh_token"]) == 401
-    assert me_status(client, caller["access_token"]) == 200
+    assert bearer_me_status(client, caller["access_token"]) == 200
     # Deleting it again: it is no longer one of the caller's handles.
     again = client.delete(f"/auth/sessions/{family_id}", headers=bearer(caller["access_token"]))
     assert again.status_code == 404
@@ -386,12 +378,12 @@ def test_deleting_a_family_from_a_cookie_session_needs_the_csrf_token(client: Te
     csrf = login(client)
     refused = client.delete(f"/auth/sessions/{family_id}", headers={"Origin": ORIGIN})
     assert refused.status_code == 403
-    assert me_status(client, pair["access_token"]) == 200
+    assert bearer_me_status(client, pair["access_token"]) == 200
     response = client.delete(
         f"/auth/sessions/{family_id}", headers={"X-CSRF-Token": csrf, "Origin": ORIGIN}
     )
     assert response.status_code == 204, response.text
-    assert me_status(client, pair["access_token"]) == 401
+    assert bearer_me_status(client, pair["access_token"]) == 401
     assert cookie_me_status(client) == 200  # the caller's own web session lives on
 
 
@@ -403,7 +395,7 @@ def test_deleting_another_users_family_is_404_and_leaves_it_alive(client: TestCl
     ada_family = family_id_of(client, ada["access_token"])
     response = client.delete(f"/auth/sessions/{ada_family}", headers=bearer(eve["access_token"]))
     assert response.status_code == 404
-    assert me_status(client, ada["access_token"]) == 200
+    assert bearer_me_status(client, ada["access_token"]) == 200
     assert refresh_status(client, ada["refresh_token"]) == 200
 
 
@@ -415,7 +407,7 @@ def test_deleting_an_unknown_or_malformed_handle_is_404(client: TestClient, hand
     pair = token_login(client)
     response = client.delete(f"/auth/sessions/{handle}", headers=bearer(pair["access_token"]))
     assert response.status_code == 404
-    assert me_status(client, pair["access_token"]) == 200
+    assert bearer_me_status(client, pair["access_token"]) == 200
 
 
 def test_a_refresh_token_is_not_a_handle_for_deleting_its_family(client: TestClient) -> None:
@@ -508,9 +500,9 @@ def test_revocation_check_stays_correct_with_thousands_of_revoked_jtis(
     # time to pick the revocations up (a second or two at most, by design).
     clock.advance(5)
     fresh_after = token_login(client)
-    assert me_status(client, revoked["access_token"]) == 401
-    assert me_status(client, fresh_before["access_token"]) == 200
-    assert me_status(client, fresh_after["access_token"]) == 200
+    assert bearer_me_status(client, revoked["access_token"]) == 401
+    assert bearer_me_status(client, fresh_before["access_token"]) == 200
+    assert bearer_me_status(client, fresh_after["access_token"]) == 200
 
 
 def test_a_denylisted_jti_stays_denied_until_its_token_expires(
@@ -520,7 +512,7 @@ def test_a_denylisted_jti_stays_denied_until_its_token_expires(
     pair = token_login(client)
     assert client.post("/auth/logout", headers=bearer(pair["access_token"])).status_code == 204
     clock.advance(pair["expires_in"] - 30)  # still inside the token's lifetime
-    assert me_status(client, pair["access_token"]) == 401
+    assert bearer_me_status(client, pair["access_token"]) == 401
 
 
 # the pure check -------------------------------------------------------------------------
@@ -593,11 +585,11 @@ def test_a_bearer_logout_in_one_process_reaches_another_within_the_poll_interval
     node_b = make_client()  # a second server process on the same database
     register(node_a)
     pair = token_login(node_a)
-    assert me_status(node_b, pair["access_token"]) == 200
+    assert bearer_me_status(node_b, pair["access_token"]) == 200
     assert node_a.post("/auth/logout", headers=bearer(pair["access_token"])).status_code == 204
-    assert me_status(node_a, pair["access_token"]) == 401  # at once where it happened
+    assert bearer_me_status(node_a, pair["access_token"]) == 401  # at once where it happened
     clock.advance(REVOCATION_POLL_SECONDS)
-    assert me_status(node_b, pair["access_token"]) == 401
+    assert bearer_me_status(node_b, pair["access_token"]) == 401
     assert refresh_status(node_b, pair["refresh_token"]) == 401
 
 
@@ -612,13 +604,13 @@ def test_logout_all_in_one_process_reaches_another_within_the_poll_interval(
     first = token_login(node_a)
     second = token_login(node_b)
     for token in (first["access_token"], second["access_token"]):
-        assert me_status(node_b, token) == 200
+        assert bearer_me_status(node_b, token) == 200
     assert node_a.post("/auth/logout-all", headers=bearer(first["access_token"])).status_code == 204
     clock.advance(REVOCATION_POLL_SECONDS)
     for token in (first["access_token"], second["access_token"]):
-        assert me_status(node_b, token) == 401
+        assert bearer_me_status(node_b, token) == 401
     fresh = token_login(node_b)
-    assert me_status(node_a, fresh["access_token"]) == 200
+    assert bearer_me_status(node_a, fresh["access_token"]) == 200
 
 
 def test_a_restarted_process_still_refuses_tokens_revoked_before_it_started(
@@ -629,4 +621,4 @@ def test_a_restarted_process_still_refuses_tokens_revoked_before_it_started(
     pair = token_login(before)
     assert before.post("/auth/logout", headers=bearer(pair["access_token"])).status_code == 204
     after = make_client()  # starts after the revocation, same database
-    assert me_status(after, pair["access_token"]) == 401
+    assert bearer_me_status(after, pair["access_token"]) == 401

@@ -43,7 +43,7 @@ from jwt.algorithms import get_default_algorithms
 from starlette.testclient import TestClient
 
 from gatepass.tokens import MAX_TOKEN_BYTES
-from tests.conftest import PASSWORD, FakeClock, login, register
+from tests.conftest import PASSWORD, FakeClock, login, register, token_login
 
 ASYMMETRIC = ("EdDSA", "ES256", "RS256")
 ALL_ALGORITHMS = (*ASYMMETRIC, "HS256")
@@ -207,14 +207,6 @@ class Deployment:
         assert genuine.status_code == 200, genuine.text
         assert genuine.json()["method"] == "bearer"
         return response
-
-
-def token_login(client: TestClient, email: str = "ada@example.com") -> dict[str, Any]:
-    response = client.post(
-        "/auth/login", json={"email": email, "password": PASSWORD, "client": "mobile"}
-    )
-    assert response.status_code == 200, response.text
-    return dict(response.json())
 
 
 @pytest.fixture

@@ -32,6 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.sql.elements import ColumnElement
 
 from gatepass.errors import StoreUnavailable
 from gatepass.stores.base import (
@@ -180,6 +181,11 @@ def _family(row: Any) -> FamilyRecord:
         user_agent=row.user_agent,
         revoked=row.revoked,
     )
+
+
+def _live_family(now: float) -> ColumnElement[bool]:
+    """A family that can still rotate: not revoked, within its lifetime."""
+    return and_(families.c.revoked.is_(False), families.c.expires_at > now)
 
 
 def _session(row: Any) -> SessionRecord:
@@ -444,9 +450,7 @@ class SqlStore:
     async def rotate_refresh_token(
         self, old_hash: str, new_hash: str, now: float
     ) -> RotationOutcome:
-        live_family = select(families.c.id).where(
-            families.c.revoked.is_(False), families.c.expires_at > now
-        )
+        live_family = select(families.c.id).where(_live_family(now))
         async with self._tx() as conn:
             # The conditional update comes first: it takes the write lock, so
             # concurrent rotations of one token serialise here and only one
@@ -517,11 +521,7 @@ class SqlStore:
         async with self._tx() as conn:
             rows = await conn.execute(
                 select(families)
-                .where(
-                    families.c.user_id == user_id,
-                    families.c.revoked.is_(False),
-                    families.c.expires_at > now,
-                )
+                .where(families.c.user_id == user_id, _live_family(now))
                 .order_by(families.c.created_at)
             )
             return [_family(r) for r in rows]
