@@ -91,10 +91,10 @@ def test_session_absolute_expired_at_absolute_timeout_even_when_active() -> None
     assert session_state(active, 5000, POLICY) is SessionState.ABSOLUTE_EXPIRED
 
 
-def test_session_state_is_pure() -> None:
-    r = record()
-    assert session_state(r, 1050, POLICY) is session_state(r, 1050, POLICY)
-    assert r == record()
+def test_session_state_reads_no_clock_of_its_own() -> None:
+    # Created at t=1000, long before the real time: only the ``now`` passed in counts.
+    assert session_state(record(), 1050, POLICY) is SessionState.VALID
+    assert session_state(record(), 1000 + 100, POLICY) is SessionState.IDLE_EXPIRED
 
 
 @pytest.mark.parametrize(

@@ -14,9 +14,10 @@ from typing import Any, NoReturn
 import click
 
 from gatepass.config import Settings, load_settings
+from gatepass.core import check_supported
 from gatepass.errors import ConfigError, StoreUnavailable
 from gatepass.stores.sql import SqlStore
-from gatepass.tokens import KEY_RELOAD_SECONDS, KeyRing
+from gatepass.tokens import KeyRing, retired_key_retention
 
 
 def _fail(message: str) -> NoReturn:
@@ -49,6 +50,10 @@ def serve(host: str | None, port: int | None, workers: int, log_level: str) -> N
     from gatepass.server.app import create_app
 
     settings = _settings(host=host, port=port)
+    try:
+        check_supported(settings)
+    except ConfigError as exc:
+        _fail(str(exc))
     click.echo(f"gatepass serving on http://{settings.host}:{settings.port}", err=True)
     common: dict[str, object] = {
         "host": settings.host,
@@ -128,7 +133,7 @@ def keys_rotate() -> None:
     async def rotate(store: SqlStore, settings: Settings) -> None:
         current = [k for k in await store.list_signing_keys() if k.state == "current"]
         algorithm = current[-1].alg if current else settings.jwt_algorithm
-        retention = settings.access_token_ttl + settings.leeway + KEY_RELOAD_SECONDS
+        retention = retired_key_retention(settings.access_token_ttl, settings.leeway)
         ring = KeyRing(store, algorithm, retention, time.time)
         key = await ring.rotate()
         click.echo(f"signing key is now {key.kid} ({key.alg})")

@@ -11,6 +11,7 @@ from gatepass.accounts import Accounts
 from gatepass.authenticator import Authenticator
 from gatepass.clock import Clock
 from gatepass.config import Settings
+from gatepass.errors import ConfigError
 from gatepass.metrics import Metrics
 from gatepass.passwords import PasswordHasher
 from gatepass.ratelimit import LoginThrottle
@@ -19,12 +20,26 @@ from gatepass.revocation import BearerAuthenticator, RevocationView
 from gatepass.sessions import CookieSigner, SessionManager, SessionPolicy
 from gatepass.stores.base import Store
 from gatepass.stores.sql import SqlStore
-from gatepass.tokens import KEY_RELOAD_SECONDS, AccessTokens, KeyRing
+from gatepass.tokens import AccessTokens, KeyRing, retired_key_retention
 
 logger = logging.getLogger("gatepass")
 
 SESSION_SECRET_NAME = "session-secret-1"  # noqa: S105 - a row name, not a secret
 GENERATED_SECRET_BYTES = 32
+
+
+def check_supported(settings: Settings) -> None:
+    """Refuse settings this version accepts but cannot honour, rather than ignore them.
+
+    ``GATEPASS_REDIS_URL`` is refused: a deployment that sets it expects sessions,
+    revocations and counters shared across nodes, and must not silently get
+    per-process ones.
+    """
+    if settings.redis_url:
+        raise ConfigError(
+            "GATEPASS_REDIS_URL",
+            "Redis is not supported by this version; unset it (state lives in the database)",
+        )
 
 
 def _new_secret() -> str:
@@ -65,7 +80,7 @@ class Gatepass:
         )
         # A retired key stays published until every token it signed has expired,
         # counting a node that keeps signing with it until its next key reload.
-        retention = settings.access_token_ttl + settings.leeway + KEY_RELOAD_SECONDS
+        retention = retired_key_retention(settings.access_token_ttl, settings.leeway)
         self.keys = KeyRing(store, settings.jwt_algorithm, retention, clock)
         self.access_tokens = AccessTokens(
             self.keys,
@@ -113,11 +128,7 @@ class Gatepass:
         hasher: PasswordHasher | None = None,
     ) -> Self:
         """Connect the store, create the schema, load or generate secrets."""
-        if settings.redis_url:
-            logger.warning(
-                "GATEPASS_REDIS_URL is set, but this version keeps sessions, revocations and "
-                "counters in the database and in process memory; Redis is not used"
-            )
+        check_supported(settings)
         store = SqlStore(settings.effective_database_url)
         try:
             await store.start()

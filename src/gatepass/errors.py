@@ -5,16 +5,24 @@ Messages are written for operators and logs; none of them carries a secret,
 and the HTTP layer never copies them into a response body.
 
     GatepassError
-    ├── ConfigError              bad or missing setting, raised at start-up
-    ├── StoreUnavailable         a store could not be reached (fail closed: 503)
-    ├── RequestError             the client sent something we refuse (4xx)
-    │   ├── InvalidRequest       malformed or invalid input (400 / 422)
-    │   ├── AuthenticationFailed no valid credential (401)
-    │   ├── PermissionDenied     authenticated, but the request is not allowed (403)
-    │   ├── CSRFFailed           missing or wrong CSRF token, foreign Origin (403)
-    │   ├── NotFound             no such resource for this caller (404)
-    │   ├── Conflict             e.g. an email already registered (409)
-    │   └── RateLimited          too many attempts; carries ``retry_after`` (429)
+    ├── ConfigError                  bad or missing setting, raised at start-up
+    ├── StoreError                   raised by stores, mapped from driver errors in one place
+    │   ├── StoreUnavailable         a store could not be reached (fail closed: 503)
+    │   └── DuplicateRecord          a write broke a uniqueness rule
+    │       └── EmailTaken           a user with this (normalised) email exists
+    ├── Overloaded                   password hashing is saturated (503 + ``retry_after``)
+    └── RequestError                 the client sent something we refuse (4xx)
+        ├── InvalidRequest           malformed or invalid input (400 / 422)
+        ├── PayloadTooLarge          body over the limit (413)
+        ├── UnsupportedMediaType     body of a type we do not read (415)
+        ├── AuthenticationFailed     no valid credential (401)
+        │   ├── InvalidToken         an access token was refused (``reason`` for logs)
+        │   └── InvalidRefreshToken  not a live refresh token
+        ├── PermissionDenied         authenticated, but the request is not allowed (403)
+        │   └── CSRFFailed           missing or wrong CSRF token, foreign Origin (403)
+        ├── NotFound                 no such resource for this caller (404)
+        ├── Conflict                 e.g. an email already registered (409)
+        └── RateLimited              too many attempts; carries ``retry_after`` (429)
 """
 
 from __future__ import annotations
@@ -35,8 +43,30 @@ class ConfigError(GatepassError, ValueError):
         self.setting = setting
 
 
-class StoreUnavailable(GatepassError):
+class StoreError(GatepassError):
+    """Raised by a store. Driver exceptions are translated into these at the store's
+    one transaction boundary, so nothing above the stores sees a driver type."""
+
+
+class StoreUnavailable(StoreError):
     """A backing store failed; callers must fail closed."""
+
+
+class DuplicateRecord(StoreError):
+    """A write would break a uniqueness rule (the record exists already)."""
+
+
+class EmailTaken(DuplicateRecord):
+    """A user with this (normalised) email already exists."""
+
+
+class Overloaded(GatepassError):
+    """Password hashing is saturated: the request is refused at once (503) instead of
+    queueing behind the others. ``retry_after`` is in whole seconds."""
+
+    def __init__(self, retry_after: int = 1) -> None:
+        super().__init__("password hashing is saturated")
+        self.retry_after = max(1, retry_after)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +123,21 @@ class AuthenticationFailed(RequestError):
     def __init__(self, detail: str | None = None, *, token_sent: bool = False) -> None:
         super().__init__(detail or "Authentication required.")
         self.token_sent = token_sent
+
+
+class InvalidToken(AuthenticationFailed):
+    """An access token was refused. ``reason`` is for logs and metrics only."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("Invalid access token.", token_sent=True)
+        self.reason = reason
+
+
+class InvalidRefreshToken(AuthenticationFailed):
+    """A string that is not a live refresh token (unknown, rotated, revoked, expired)."""
+
+    def __init__(self) -> None:
+        super().__init__("Invalid refresh token.")
 
 
 class PermissionDenied(RequestError):

@@ -16,7 +16,7 @@ import secrets
 from dataclasses import dataclass
 
 from gatepass.clock import Clock
-from gatepass.errors import AuthenticationFailed
+from gatepass.errors import InvalidRefreshToken as InvalidRefreshToken  # re-exported
 from gatepass.metrics import Metrics
 from gatepass.revocation import RevocationView
 from gatepass.stores.base import FamilyRecord, RotationStatus, TokenStore, UserRecord
@@ -53,11 +53,6 @@ class TokenPair:
             "expires_in": self.expires_in,
             "refresh_token": self.refresh_token,
         }
-
-
-class InvalidRefreshToken(AuthenticationFailed):
-    def __init__(self) -> None:
-        super().__init__("Invalid refresh token.")
 
 
 class RefreshTokens:
@@ -105,23 +100,19 @@ class RefreshTokens:
         outcome = await self._store.rotate_refresh_token(
             hash_refresh_token(presented), hash_refresh_token(fresh), self._clock()
         )
-        if outcome.status is RotationStatus.REUSED:
-            assert outcome.family is not None
+        family = outcome.family
+        if outcome.status is RotationStatus.REUSED and family is not None:
             await self._revocations.sync_quietly()
             self._metrics.refresh_reuse.inc()
             self._metrics.revocations.labels(reason="reuse").inc()
             audit.warning(
-                "refresh token reuse: family %s of user %s revoked",
-                outcome.family.id,
-                outcome.family.user_id,
+                "refresh token reuse: family %s of user %s revoked", family.id, family.user_id
             )
             raise InvalidRefreshToken()
-        if outcome.status is not RotationStatus.ROTATED:
+        if outcome.status is not RotationStatus.ROTATED or family is None or outcome.user is None:
             raise InvalidRefreshToken()
-        assert outcome.family is not None
-        assert outcome.user is not None
         self._metrics.refreshes.inc()
-        return await self._pair(outcome.user, outcome.family.id, fresh)
+        return await self._pair(outcome.user, family.id, fresh)
 
     async def _pair(self, user: UserRecord, family_id: str, refresh: str) -> TokenPair:
         # A node that only issues tokens must still pick up a rotation done elsewhere.

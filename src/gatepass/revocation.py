@@ -29,7 +29,7 @@ import math
 from gatepass._singleflight import SingleFlight
 from gatepass.authenticator import Identity
 from gatepass.clock import Clock
-from gatepass.errors import StoreUnavailable
+from gatepass.errors import InvalidToken, StoreUnavailable
 from gatepass.stores.base import (
     BearerState,
     RevocationEvent,
@@ -37,7 +37,7 @@ from gatepass.stores.base import (
     UserRecord,
     UserStore,
 )
-from gatepass.tokens import AccessClaims, AccessTokens, InvalidToken
+from gatepass.tokens import AccessClaims, AccessTokens
 
 logger = logging.getLogger("gatepass.revocation")
 
@@ -50,8 +50,8 @@ USER_CACHE_SECONDS = 30.0
 USER_CACHE_SIZE = 10_000
 
 
-def check_not_revoked(claims: AccessClaims, state: BearerState) -> None:
-    """Raise :class:`InvalidToken` when ``state`` says the token is dead. Pure."""
+def check_not_revoked(claims: AccessClaims, state: BearerState) -> UserRecord:
+    """The token's user, or :class:`InvalidToken` when ``state`` says the token is dead. Pure."""
     if state.user is None:
         raise InvalidToken("user no longer exists")
     if state.jti_revoked:
@@ -60,6 +60,7 @@ def check_not_revoked(claims: AccessClaims, state: BearerState) -> None:
         raise InvalidToken("family revoked")
     if claims.iat < math.floor(max(state.user.tokens_valid_after, state.epoch)):
         raise InvalidToken("issued before the user's token epoch")
+    return state.user
 
 
 class RevocationView:
@@ -168,10 +169,8 @@ class BearerAuthenticator:
             jti_revoked=self._view.jti_revoked(claims.jti),
             epoch=self._view.epoch(claims.sub),
         )
-        check_not_revoked(claims, state)
-        assert user is not None
         return Identity(
-            user=user,
+            user=check_not_revoked(claims, state),
             method="bearer",
             token_id=claims.jti,
             family_id=claims.sid,

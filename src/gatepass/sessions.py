@@ -194,13 +194,15 @@ class SessionManager:
             return None
         now = self._clock()
         cached = self._cache.get(id_hash)
+        cacheable = True
         if cached is not None and now - cached[2] < SESSION_CACHE_SECONDS:
             record, user, loaded_at = cached
         else:
             found, generation = await self._fetch_shared(id_hash)
-            if generation != self._generation:
-                # Sessions were ended while the read was in flight: read again.
-                return await self.load(cookie_value)
+            # Sessions were ended while the read was in flight: the answer is as old as
+            # the request itself, so it serves this request, but it must not be kept.
+            # (Never a re-read loop: logouts elsewhere could keep it spinning.)
+            cacheable = generation == self._generation
             if found is None:
                 self._cache.pop(id_hash, None)
                 return None
@@ -209,13 +211,14 @@ class SessionManager:
             self._cache.pop(id_hash, None)
             await self._store.delete_session(id_hash)
             return None
-        if needs_touch(record, now, self.policy):
-            # Cached before the write, so concurrent requests do not all write too.
+        touch = needs_touch(record, now, self.policy)
+        if touch:
             record = replace(record, last_seen_at=now)
+        if cacheable:
+            # Cached before the write, so concurrent requests do not all write too.
             self._remember(id_hash, record, user, loaded_at)
+        if touch:
             await self._store.touch_session(id_hash, now)
-        else:
-            self._remember(id_hash, record, user, loaded_at)
         return ActiveSession(record, user)
 
     async def _fetch_shared(

@@ -34,7 +34,7 @@ from jwt.algorithms import Algorithm, get_default_algorithms
 
 from gatepass._singleflight import SingleFlight
 from gatepass.clock import Clock
-from gatepass.errors import AuthenticationFailed
+from gatepass.errors import InvalidToken as InvalidToken  # re-exported
 from gatepass.stores.base import SigningKeyRecord, TokenStore
 
 AlgorithmName = Literal["EdDSA", "ES256", "RS256", "HS256"]
@@ -57,19 +57,23 @@ HEADER_CACHE_SIZE = 64
 #: An unknown ``kid`` may trigger an early re-read at most this often.
 UNKNOWN_KID_RELOAD_SECONDS = 5
 
+
+def retired_key_retention(access_token_ttl: float, leeway: float) -> float:
+    """How long a retired key stays published and usable for verification.
+
+    Until every token it signed has expired, counting a node that keeps signing
+    with it until its next key reload. The server and ``gatepass keys rotate`` both
+    use this one formula: if they drifted, a rotation could delete a key whose
+    tokens still verify elsewhere.
+    """
+    return access_token_ttl + leeway + KEY_RELOAD_SECONDS
+
+
 _SEGMENT = r"[A-Za-z0-9_-]+"
 _TOKEN_SHAPE = re.compile(rf"{_SEGMENT}\.{_SEGMENT}\.{_SEGMENT}")
 _ALGORITHMS: dict[str, Algorithm] = {
     name: get_default_algorithms()[name] for name in SUPPORTED_ALGORITHMS
 }
-
-
-class InvalidToken(AuthenticationFailed):
-    """An access token was refused. ``reason`` is for logs and metrics only."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__("Invalid access token.", token_sent=True)
-        self.reason = reason
 
 
 # keys -----------------------------------------------------------------------
@@ -200,6 +204,8 @@ class KeyRing:
         self._loaded_at = float("-inf")
         self._early_reload_at = float("-inf")
         self._reloads: SingleFlight[None, None] = SingleFlight()
+        self._read_tickets = 0
+        self._installed_ticket = 0
 
     def __repr__(self) -> str:
         return f"KeyRing(alg={self.algorithm!r}, kids={sorted(self._keys)!r})"
@@ -218,14 +224,28 @@ class KeyRing:
         plan = plan_rotation(records, self.algorithm, self._clock(), self._retention, force=force)
         if plan.upserts or plan.deletes:
             await self._store.save_signing_keys(plan.upserts, plan.deletes)
-        await self.reload()
+        # A read of our own, not a shared one that may have started before the write.
+        await self._read_ring()
 
     async def reload(self) -> None:
         """Re-read the ring. Retired keys past their retention are left out (they are
-        deleted at the next start or rotation); unchanged keys are not re-parsed."""
+        deleted at the next start or rotation); unchanged keys are not re-parsed.
+
+        Concurrent callers share one read, and a read never replaces the ring with
+        an older one: each read takes a ticket, and a result that comes back after a
+        later-started read was installed is dropped.
+        """
+        await self._reloads.run(None, self._read_ring)
+
+    async def _read_ring(self) -> None:
+        self._read_tickets += 1
+        ticket = self._read_tickets
+        records = await self._store.list_signing_keys()
+        if ticket < self._installed_ticket:
+            return
         now = self._clock()
         keys: dict[str, LoadedKey] = {}
-        for record in await self._store.list_signing_keys():
+        for record in records:
             if record.state == "retired" and (
                 record.retired_at is None or record.retired_at + self._retention <= now
             ):
@@ -241,6 +261,7 @@ class KeyRing:
         if currents:
             self._signing = currents[-1]
         self._keys = keys
+        self._installed_ticket = ticket
         self._loaded_at = self._clock()
 
     async def refresh_if_stale(self) -> None:
@@ -248,7 +269,7 @@ class KeyRing:
         callers share that one read."""
         if self._clock() - self._loaded_at < KEY_RELOAD_SECONDS:
             return
-        await self._reloads.run(None, self.reload)
+        await self.reload()
 
     async def lookup(self, kid: str) -> LoadedKey | None:
         """The key for ``kid``; an unknown kid may re-read the ring, at a bounded rate."""

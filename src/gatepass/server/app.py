@@ -30,7 +30,8 @@ PRUNE_INTERVAL_SECONDS = 300
 
 
 async def _request_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RequestError)
+    if not isinstance(exc, RequestError):  # registered for RequestError only
+        raise exc
     headers: dict[str, str] = {}
     if isinstance(exc, AuthenticationFailed):
         headers["WWW-Authenticate"] = 'Bearer error="invalid_token"' if exc.token_sent else "Bearer"
@@ -41,7 +42,8 @@ async def _request_error(request: Request, exc: Exception) -> Response:
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
+    if not isinstance(exc, HTTPException):  # registered for HTTPException only
+        raise exc
     headers = dict(exc.headers or {})
     return problem(exc.status_code, None, headers=headers)
 
@@ -56,13 +58,17 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     return problem(500)
 
 
-async def _prune_forever(gp: Gatepass) -> None:
+async def _prune_forever(gp: Gatepass, interval: float = PRUNE_INTERVAL_SECONDS) -> None:
     while True:
-        await asyncio.sleep(PRUNE_INTERVAL_SECONDS)
+        await asyncio.sleep(interval)
         try:
             removed = await gp.prune()
         except StoreUnavailable as exc:
             logger.warning("pruning expired rows failed: %s", exc)
+        except Exception:
+            # Pruning only frees space; whatever went wrong, the next round tries again
+            # rather than the loop dying unnoticed.
+            logger.exception("pruning expired rows failed")
         else:
             logger.debug("pruned %d expired rows", removed)
 
@@ -84,11 +90,10 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if gatepass is not None:
+        if gatepass is not None or settings is None:
             app.state.gatepass = gatepass
             yield
             return
-        assert settings is not None
         opened = await Gatepass.open(settings, clock=clock, hasher=hasher)
         app.state.gatepass = opened
         pruning = asyncio.ensure_future(_prune_forever(opened))

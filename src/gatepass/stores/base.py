@@ -12,11 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from gatepass.errors import GatepassError
-
-
-class EmailTaken(GatepassError):
-    """A user with this (normalised) email already exists."""
+# Re-exported: stores raise it, and callers catch it from here or from gatepass.errors.
+from gatepass.errors import EmailTaken as EmailTaken
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.elements import ColumnElement
 
-from gatepass.errors import StoreUnavailable
+from gatepass.errors import DuplicateRecord, StoreUnavailable
 from gatepass.stores.base import (
     EmailTaken,
     FamilyRecord,
@@ -245,12 +245,14 @@ class SqlStore:
 
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[AsyncConnection]:
-        """A transaction; backend failures become :class:`StoreUnavailable`."""
+        """A transaction. This is the one place driver errors are translated: a broken
+        uniqueness rule becomes :class:`DuplicateRecord`, any other backend failure
+        :class:`StoreUnavailable`."""
         try:
             async with self.engine.begin() as conn:
                 yield conn
-        except IntegrityError:
-            raise
+        except IntegrityError as exc:
+            raise DuplicateRecord(f"constraint violated: {type(exc.orig).__name__}") from None
         except DBAPIError as exc:
             # The driver's own message ("database is locked"), never the statement or
             # its parameters, which may hold hashes and tokens.
@@ -295,8 +297,8 @@ class SqlStore:
                         tokens_valid_after=0.0,
                     )
                 )
-        except IntegrityError:
-            raise EmailTaken(email) from None
+        except DuplicateRecord:
+            raise EmailTaken("email already registered") from None
         return record
 
     async def get_user(self, user_id: str) -> UserRecord | None:
@@ -593,7 +595,7 @@ class SqlStore:
         try:
             async with self._tx() as conn:
                 await conn.execute(insert(secrets_table).values(name=name, value=make()))
-        except IntegrityError:
+        except DuplicateRecord:
             pass  # another process created it first; use theirs
         async with self._tx() as conn:
             value = (await conn.execute(_SECRET_BY_NAME, {"name": name})).scalar_one()
