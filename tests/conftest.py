@@ -20,6 +20,9 @@ PASSWORD = "correct horse battery"
 FAST_HASHER_PARAMS: dict[str, int] = {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}
 BASE_URL = "https://testserver"
 ORIGIN = "https://testserver"
+#: The in-process client's TCP peer: a real loopback address (Starlette's default,
+#: "testclient", is no IP address, so loopback-only /metrics would refuse it).
+LOOPBACK_PEER = ("127.0.0.1", 50000)
 
 
 class FakeClock:
@@ -47,9 +50,14 @@ def fast_hasher() -> PasswordHasher:
 
 @pytest.fixture
 def make_settings(tmp_path: Path) -> Callable[..., Settings]:
-    """Settings from an explicit env mapping (never the developer's own env), data in tmp."""
+    """Settings from an explicit env mapping (never the developer's own env), data in tmp.
+
+    The server's own origin comes from configuration, never from ``Host``: unless a
+    test says otherwise, the public URL is the test client's ``BASE_URL``.
+    """
 
     def make(**env: str) -> Settings:
+        env.setdefault("public_url", BASE_URL)
         environ = {f"GATEPASS_{k.upper()}": v for k, v in env.items()}
         return load_settings(environ, data_dir=tmp_path / ".gatepass")
 
@@ -60,12 +68,13 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
 def make_client(
     make_settings: Callable[..., Settings], clock: FakeClock, fast_hasher: PasswordHasher
 ) -> Iterator[Callable[..., TestClient]]:
-    """Start the real app (lifespan included) with the given GATEPASS_* settings."""
+    """Start the real app (lifespan included) with the given GATEPASS_* settings, its
+    client connecting from ``peer`` (a loopback address unless the test says otherwise)."""
     clients: list[TestClient] = []
 
-    def make(**env: str) -> TestClient:
+    def make(*, peer: tuple[str, int] = LOOPBACK_PEER, **env: str) -> TestClient:
         app = create_app(make_settings(**env), clock=clock, hasher=fast_hasher)
-        client = TestClient(app, base_url=BASE_URL, raise_server_exceptions=False)
+        client = TestClient(app, base_url=BASE_URL, raise_server_exceptions=False, client=peer)
         client.__enter__()
         clients.append(client)
         return client

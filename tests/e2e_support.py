@@ -116,6 +116,13 @@ def _wait_healthy(process: subprocess.Popen[bytes], url: str, deadline: float) -
     raise TimeoutError(f"gatepass serve did not answer {url}/healthz in {STARTUP_TIMEOUT} s")
 
 
+def _with_public_url(env: Mapping[str, str] | None, url: str) -> dict[str, str]:
+    configured = dict(env or {})
+    if not {"GATEPASS_PUBLIC_URL", "GATEPASS_ISSUER"} & {k.upper() for k in configured}:
+        configured["GATEPASS_PUBLIC_URL"] = url
+    return configured
+
+
 @contextmanager
 def running_server(
     cwd: Path,
@@ -127,8 +134,11 @@ def running_server(
 ) -> Iterator[RunningServer]:
     """Start ``gatepass serve`` in ``cwd`` on a free port; yield it once ``/healthz`` is 200.
 
-    Logs land in ``log_dir`` (default ``cwd``) as ``gatepass-<port>.out`` / ``.err``.
-    The process is stopped on exit, whatever happened inside the block.
+    The server's own origin comes from configuration, never from ``Host``: unless
+    ``env`` names a public URL or an issuer, ``GATEPASS_PUBLIC_URL`` is the URL the
+    tests use (``http://127.0.0.1:PORT``). Logs land in ``log_dir`` (default ``cwd``)
+    as ``gatepass-<port>.out`` / ``.err``. The process is stopped on exit, whatever
+    happened inside the block.
     """
     log_dir = log_dir or cwd
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -143,7 +153,7 @@ def running_server(
             process = subprocess.Popen(
                 [*command, "serve", "--host", "127.0.0.1", "--port", str(port), *args],
                 cwd=cwd,
-                env=server_env(env),
+                env=server_env(_with_public_url(env, url)),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,

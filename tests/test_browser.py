@@ -1,7 +1,9 @@
 """The sign-in and account pages driven in real headless Chromium against the real server.
 
 Playwright never downloads a browser here: it launches Debian's ``chromium``. The
-server runs in dev mode so its cookies (no ``Secure``) work on ``http://127.0.0.1``.
+server runs in dev mode so its cookies (no ``Secure``) work on ``http://127.0.0.1``;
+its public URL is ``http://127.0.0.1:PORT`` (see ``running_server``), so
+``http://localhost:PORT`` is its own origin too, and any other port is not.
 """
 
 from __future__ import annotations
@@ -213,6 +215,23 @@ def test_sign_in_form_lands_on_account_with_this_device_listed(
     register(api())
     sign_in_with_form(page)
     assert_account_page_lists_this_device(page)
+
+
+def test_sign_in_form_works_under_the_localhost_spelling_of_the_public_url(
+    browser: Browser, server: RunningServer, api: Callable[..., httpx.Client]
+) -> None:
+    from playwright.sync_api import expect
+
+    register(api())
+    context = browser.new_context(base_url=f"http://localhost:{server.port}")
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        page = context.new_page()
+        sign_in_with_form(page)
+        expect(page.locator("#account-email")).to_have_text(EMAIL)
+        assert me_status(page) == 200
+    finally:
+        context.close()
 
 
 def test_account_page_shows_the_email_and_this_device(

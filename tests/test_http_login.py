@@ -193,7 +193,7 @@ def test_x_forwarded_for_does_not_change_recorded_ip_by_default(client: TestClie
     cookie = response.cookies[COOKIE]
     rows = client.get("/auth/sessions", headers={"Cookie": f"{COOKIE}={cookie}"}).json()
     client.cookies.clear()
-    assert [row["ip"] for row in rows] == ["testclient"]
+    assert [row["ip"] for row in rows] == ["127.0.0.1"]
 
 
 @pytest.fixture

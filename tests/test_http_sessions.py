@@ -462,7 +462,7 @@ def test_sessions_list_shows_device_ip_agent_and_exactly_one_current(
     for row in rows:
         assert set(row) >= {"id", "kind", "created_at", "last_seen_at", "ip", "user_agent"}
         assert row["kind"] == "web"
-        assert row["ip"] == "testclient"
+        assert row["ip"] == "127.0.0.1"
     by_agent = {row["user_agent"]: row for row in rows}
     assert set(by_agent) == {"PhoneBrowser/1.0", "LaptopBrowser/2.0"}
     assert [row["current"] for row in rows].count(True) == 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
@@ -62,6 +63,40 @@ def normalise_origin(value: str) -> str:
     return f"{parts.scheme}://{host}:{port}"
 
 
+#: Characters a base URL's path may hold (RFC 3986 ``pchar`` and ``/``).
+_PATH_CHARS = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:@%/-]*")
+#: A metrics token shorter than this is refused: /metrics has no rate limit.
+MIN_METRICS_TOKEN_LENGTH = 16
+#: RFC 6750 ``b64token``: what fits in ``Authorization: Bearer`` as sent.
+_B64TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")
+
+
+def normalise_base_url(value: str) -> str:
+    """Return an http(s) origin plus an optional path, without a trailing slash.
+
+    The origin part is :func:`normalise_origin`'s form; query, fragment and
+    credentials are refused (``ValueError``).
+    """
+    parts = urlsplit(value.strip())
+    if parts.query or parts.fragment:
+        raise ValueError(f"a base URL has no query or fragment: {value!r}")
+    if not _PATH_CHARS.fullmatch(parts.path):
+        raise ValueError(f"bad path in base URL {value!r}")
+    origin = normalise_origin(f"{parts.scheme}://{parts.netloc}")
+    return origin + parts.path.rstrip("/")
+
+
+def origin_of(base_url: str) -> str:
+    """The normalised origin of a base URL (``ValueError`` if it is none)."""
+    parts = urlsplit(base_url.strip())
+    return normalise_origin(f"{parts.scheme}://{parts.netloc}")
+
+
+def _url_host(host: str) -> str:
+    # An IPv6 literal needs brackets inside a URL.
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
 class Settings(BaseSettings):
     """Validated gatepass configuration. Construct with :func:`load_settings`."""
 
@@ -89,6 +124,13 @@ class Settings(BaseSettings):
     login_lockout: PositiveInt = 300
     login_ip_limit: PositiveInt = 50
     trusted_proxies: Annotated[tuple[ProxyNet, ...], NoDecode] = ()
+    # --- the server's own origin and /metrics access ----------------------------------
+    #: Base URL the server is reached at: its origin is the own origin for CSRF
+    #: (never the Host header); later the base of links. Default: the issuer.
+    public_url: str | None = None
+    #: Bearer token /metrics asks for; unset, /metrics answers loopback clients only.
+    metrics_token: SecretStr | None = Field(default=None, repr=False)
+    # ----------------------------------------------------------------------------------
     #: Where the embedded default keeps its state. Not an environment setting.
     data_dir: Path = Field(default_factory=lambda: Path.cwd() / DATA_DIR_NAME, exclude=True)
 
@@ -138,10 +180,38 @@ class Settings(BaseSettings):
             raise ValueError("must not be empty")
         return value
 
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        return None if value is None else normalise_base_url(value)
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _metrics_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        raw = value.get_secret_value()
+        if len(raw) < MIN_METRICS_TOKEN_LENGTH:
+            raise ValueError(f"needs at least {MIN_METRICS_TOKEN_LENGTH} characters")
+        if not _B64TOKEN.fullmatch(raw):
+            raise ValueError("may hold only letters, digits and -._~+/ (then = padding)")
+        return value
+
     @property
     def effective_issuer(self) -> str:
         """``iss`` of access tokens: the setting, else ``http://HOST:PORT``."""
-        return self.issuer or f"http://{self.host}:{self.port}"
+        return self.issuer or f"http://{_url_host(self.host)}:{self.port}"
+
+    @property
+    def effective_public_url(self) -> str:
+        """The server's base URL: ``GATEPASS_PUBLIC_URL``, else the issuer when it is an
+        http(s) URL, else ``http://HOST:PORT``. Never derived from a request."""
+        if self.public_url is not None:
+            return self.public_url
+        try:
+            return normalise_base_url(self.effective_issuer)
+        except ValueError:  # an issuer need not be a URL
+            return f"http://{_url_host(self.host)}:{self.port}"
 
     @property
     def effective_database_url(self) -> str:

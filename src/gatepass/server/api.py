@@ -24,7 +24,8 @@ from gatepass.server.context import (
     gatepass,
     ip_of,
     login_csrf_cookie_name,
-    session_cookie_name,
+    presented_session_cookie,
+    request_cookie,
     set_session_cookie,
     user_agent_of,
 )
@@ -32,6 +33,7 @@ from gatepass.server.problems import problem
 from gatepass.server.requests import is_form, read_fields, validate
 from gatepass.stores.base import UserRecord
 from gatepass.tokens import KEY_RELOAD_SECONDS
+from gatepass.web import AmbiguousCookie, check_metrics_access
 
 NO_STORE = {"Cache-Control": "no-store"}
 #: Where a successful sign-in from the HTML form lands.
@@ -107,7 +109,10 @@ async def register(request: Request) -> Response:
 def _check_login_form_token(request: Request, fields: dict[str, Any]) -> None:
     """HTML sign-in forms carry a double-submit token: the form field must equal the
     cookie set with the form, so another site cannot sign a victim into its account."""
-    expected = request.cookies.get(login_csrf_cookie_name(gatepass(request)))
+    try:
+        expected = request_cookie(request, login_csrf_cookie_name(gatepass(request)))
+    except AmbiguousCookie:  # a second value may have been tossed in by a sibling domain
+        raise CSRFFailed("Missing or invalid CSRF token.") from None
     presented = fields.get(CSRF_FORM_FIELD)
     if not expected or not isinstance(presented, str):
         raise CSRFFailed("Missing or invalid CSRF token.")
@@ -140,7 +145,7 @@ async def _login(request: Request, form: bool) -> Response:
         return JSONResponse(pair.as_json(), headers=NO_STORE)
     issued = await gp.accounts.start_web_session(
         user,
-        presented_cookie=request.cookies.get(session_cookie_name(gp)),
+        presented_cookie=presented_session_cookie(request),
         ip=ip_of(request),
         user_agent=user_agent_of(request),
     )
@@ -259,7 +264,9 @@ async def healthz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    return Response(gatepass(request).metrics.render(), media_type=CONTENT_TYPE)
+    gp = gatepass(request)
+    check_metrics_access(gp.settings, request.headers.get("authorization"), ip_of(request))
+    return Response(gp.metrics.render(), media_type=CONTENT_TYPE)
 
 
 routes: list[BaseRoute] = [

@@ -23,6 +23,7 @@ from gatepass.passwords import PasswordHasher
 from gatepass.server import api, pages
 from gatepass.server.middleware import SecurityHeaders
 from gatepass.server.problems import problem
+from gatepass.web import trusted_origins, wildcard_bind_warning
 
 logger = logging.getLogger("gatepass.server")
 #: How often the server deletes expired sessions and refresh families.
@@ -85,11 +86,18 @@ def create_app(
     Pass ``gatepass`` to serve an already opened instance (its owner closes it);
     otherwise one is opened from ``settings`` on start-up and closed on shutdown.
     """
-    if settings is None and gatepass is None:
+    if settings is not None:
+        config = settings
+    elif gatepass is not None:
+        config = gatepass.settings
+    else:
         raise TypeError("create_app needs settings or a Gatepass instance")
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        warning = wildcard_bind_warning(config)
+        if warning is not None:
+            logger.warning(warning)
         if gatepass is not None or settings is None:
             app.state.gatepass = gatepass
             yield
@@ -120,6 +128,11 @@ def create_app(
         },
         lifespan=lifespan,
     )
+    # Unknown paths, trailing slashes included, are 404: a slash redirect would build
+    # its Location from the Host header and the internal scheme.
+    app.router.redirect_slashes = False
+    # Once per app, from configuration: never from a request's Host header.
+    app.state.trusted_origins = trusted_origins(config)
     app.state.templates = pages.make_environment()
     if gatepass is not None:
         app.state.gatepass = gatepass

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
+from collections.abc import Collection
 from typing import Any, cast
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from gatepass.authenticator import Identity
-from gatepass.config import normalise_origin
 from gatepass.core import Gatepass
 from gatepass.csrf import CSRF_FORM_FIELD, CSRF_HEADER, SAFE_METHODS, check_csrf_token, check_origin
-from gatepass.server.requests import client_ip, request_origin
+from gatepass.errors import AuthenticationFailed
+from gatepass.server.requests import client_ip
+from gatepass.web import AmbiguousCookie, cookie_value
 
 SESSION_COOKIE_SECURE = "__Host-gatepass_session"
 SESSION_COOKIE_DEV = "gatepass_session"
@@ -41,35 +42,55 @@ def user_agent_of(request: Request) -> str | None:
     return request.headers.get("user-agent")
 
 
-def trusted_origins(request: Request) -> set[str]:
-    """The server's own origin (as addressed), its issuer's, and the configured ones."""
-    gp = gatepass(request)
-    trusted = set(gp.settings.allowed_origins)
-    own = request_origin(request, gp.settings.trusted_proxies)
-    if own is not None:
-        trusted.add(own)
-    with contextlib.suppress(ValueError):  # an issuer need not be a URL
-        trusted.add(normalise_origin(gp.settings.effective_issuer))
-    return trusted
+def trusted_origins(request: Request) -> Collection[str]:
+    """Origins allowed in ``Origin``: computed once per app from settings, never from
+    the request (see :func:`gatepass.web.trusted_origins`)."""
+    return cast(Collection[str], request.app.state.trusted_origins)
 
 
 def enforce_origin(request: Request) -> None:
     check_origin(request.headers.get("origin"), trusted_origins(request))
 
 
+def raw_cookie_header(request: Request) -> str:
+    # Every Cookie header, not only the first one Starlette's request.cookies reads.
+    return "; ".join(request.headers.getlist("cookie"))
+
+
+def request_cookie(request: Request, name: str) -> str | None:
+    """The one value of cookie ``name``; :class:`AmbiguousCookie` when sent twice."""
+    return cookie_value(raw_cookie_header(request), name)
+
+
+def presented_session_cookie(request: Request) -> str | None:
+    """The session cookie, or ``None`` when absent or ambiguous (two values are no
+    valid value: the one a sibling domain tossed in must not pick the session)."""
+    try:
+        return request_cookie(request, session_cookie_name(gatepass(request)))
+    except AmbiguousCookie:
+        return None
+
+
 async def authenticate(request: Request) -> Identity:
     gp = gatepass(request)
-    return await gp.authenticator.authenticate(
-        request.headers.get("authorization"),
-        request.cookies.get(session_cookie_name(gp)),
-    )
+    authorization = request.headers.get("authorization")
+    cookie = None
+    if authorization is None:  # a Bearer request is judged on its header alone
+        try:
+            cookie = request_cookie(request, session_cookie_name(gp))
+        except AmbiguousCookie:
+            raise AuthenticationFailed() from None
+    return await gp.authenticator.authenticate(authorization, cookie)
 
 
 def enforce_csrf(request: Request, identity: Identity, fields: dict[str, Any] | None) -> None:
-    """CSRF rules for a cookie-authenticated, state-changing request; Bearer needs none."""
-    if identity.session is None or request.method in SAFE_METHODS:
+    """CSRF rules for a state-changing request: ``Origin``, when present, must be
+    trusted whatever the credential; a cookie session needs its CSRF token too."""
+    if request.method in SAFE_METHODS:
         return
     enforce_origin(request)
+    if identity.session is None:  # Bearer: no ambient credential, no token needed
+        return
     presented = request.headers.get(CSRF_HEADER)
     if presented is None and fields is not None:
         value = fields.get(CSRF_FORM_FIELD)

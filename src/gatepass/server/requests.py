@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
-from gatepass.config import ProxyNet, normalise_origin
+from gatepass.config import ProxyNet
 from gatepass.errors import FieldProblem, InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 
 MAX_BODY_BYTES = 64 * 1024
@@ -113,19 +113,3 @@ def client_ip(request: Request, proxies: Sequence[ProxyNet]) -> str | None:
         if not _is_trusted(candidate, proxies):
             return candidate
     return peer
-
-
-def request_origin(request: Request, proxies: Sequence[ProxyNet]) -> str | None:
-    """The origin this request was addressed to (scheme and Host), if well formed."""
-    scheme = request.url.scheme
-    if _is_trusted(_peer(request), proxies):
-        forwarded = request.headers.get("x-forwarded-proto", "").strip().lower()
-        if forwarded in ("http", "https"):
-            scheme = forwarded
-    host = request.headers.get("host")
-    if not host:
-        return None
-    try:
-        return normalise_origin(f"{scheme}://{host}")
-    except ValueError:
-        return None
