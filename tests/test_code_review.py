@@ -56,9 +56,9 @@ async def test_duplicate_insert_raises_a_gatepass_error_not_a_driver_error(
 ) -> None:
     user = await store.create_user("ada@example.com", "$argon2id$x", ("user",), clock())
     record = SessionRecord("h" * 64, "handle", user.id, "csrf", clock(), clock(), None, None)
-    await store.insert_session(record)
+    await store.insert_session(record, credential_version=0, max_per_user=10)
     with pytest.raises(DuplicateRecord):
-        await store.insert_session(record)
+        await store.insert_session(record, credential_version=0, max_per_user=10)
 
 
 class SlowFirstRead:
@@ -124,7 +124,7 @@ async def test_logouts_elsewhere_cannot_make_a_session_load_spin(
     storm = LogoutStorm(store)
     manager = SessionManager(storm, CookieSigner([SECRET]), SessionPolicy(100, 1000), clock)  # type: ignore[arg-type]
     storm.manager = manager
-    issued = await manager.create(user.id, ip=None, user_agent=None)
+    issued, _ = await manager.create(user, ip=None, user_agent=None, max_per_user=10)
     active = await manager.load(issued.cookie_value)
     assert active is not None
     assert storm.reads == 1

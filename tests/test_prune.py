@@ -35,10 +35,12 @@ async def test_prune_deletes_only_what_has_expired(
     db = settings.data_dir / "gatepass.db"
     try:
         user = await gp.accounts.register("ada@example.com", PASSWORD)
-        idle = await gp.sessions.create(user.id, ip=None, user_agent=None)
-        old_pair = await gp.refresh_tokens.start_family(user, ip=None, user_agent=None)
+        idle, _ = await gp.sessions.create(user, ip=None, user_agent=None, max_per_user=100)
+        old_pair, _ = await gp.refresh_tokens.start_family(
+            user, ip=None, user_agent=None, max_per_user=100
+        )
         clock.advance(90)
-        busy = await gp.sessions.create(user.id, ip=None, user_agent=None)
+        busy, _ = await gp.sessions.create(user, ip=None, user_agent=None, max_per_user=100)
         assert await gp.prune() == 0
         clock.advance(20)  # the first session is idle past 100 s; the second is not
         assert await gp.prune() == 1
@@ -46,7 +48,9 @@ async def test_prune_deletes_only_what_has_expired(
         assert await gp.sessions.load(busy.cookie_value) is not None
         assert await gp.sessions.load(idle.cookie_value) is None
         clock.advance(400)  # the family is past its 500 s lifetime
-        fresh = await gp.refresh_tokens.start_family(user, ip=None, user_agent=None)
+        fresh, _ = await gp.refresh_tokens.start_family(
+            user, ip=None, user_agent=None, max_per_user=100
+        )
         await gp.prune()
         assert _count(db, "gatepass_refresh_families") == 1
         assert _count(db, "gatepass_refresh_tokens") == 1

@@ -225,7 +225,10 @@ async def env(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Env]:
 
 
 async def create(env: Env) -> IssuedSession:
-    return await env.manager.create(env.user.id, ip="192.0.2.1", user_agent="pytest")
+    issued, _ = await env.manager.create(
+        env.user, ip="192.0.2.1", user_agent="pytest", max_per_user=100
+    )
+    return issued
 
 
 @pytest.mark.anyio
@@ -417,7 +420,7 @@ async def test_regenerated_session_keeps_handle_and_login_time_with_new_secrets(
 
 @pytest.mark.anyio
 async def test_long_user_agent_is_truncated(env: Env) -> None:
-    issued = await env.manager.create(env.user.id, ip=None, user_agent="x" * 5000)
+    issued, _ = await env.manager.create(env.user, ip=None, user_agent="x" * 5000, max_per_user=100)
     assert issued.record.user_agent == "x" * 512
     assert env.rows()[0]["user_agent"] == "x" * 512
 

@@ -62,7 +62,7 @@ async def test_session_cache_refresh_under_load_is_one_store_read(
     gp = await Gatepass.open(make_settings(), clock=clock, hasher=fast_hasher)
     try:
         user = await gp.accounts.register("ada@example.com", PASSWORD)
-        issued = await gp.sessions.create(user.id, ip=None, user_agent=None)
+        issued, _ = await gp.sessions.create(user, ip=None, user_agent=None, max_per_user=100)
         store = gp.store
         real_get = store.get_session
         calls = 0

@@ -6,13 +6,22 @@ framework integrations call it and only translate requests and responses.
 
 from __future__ import annotations
 
+import logging
 import unicodedata
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from gatepass.authenticator import Identity
 from gatepass.clock import Clock
-from gatepass.errors import AuthenticationFailed, Conflict, InvalidRequest, NotFound, RateLimited
+from gatepass.errors import (
+    AuthenticationFailed,
+    Conflict,
+    CredentialsChanged,
+    InvalidRequest,
+    NotFound,
+    Overloaded,
+    RateLimited,
+)
 from gatepass.metrics import Metrics
 from gatepass.passwords import (
     PasswordHasher,
@@ -20,17 +29,20 @@ from gatepass.passwords import (
     VerifyResult,
     normalise_password,
 )
-from gatepass.ratelimit import LoginThrottle
+from gatepass.ratelimit import CredentialGuard, LoginThrottle
 from gatepass.refresh import RefreshTokens, TokenPair
-from gatepass.revocation import RevocationView
+from gatepass.revocation import BearerAuthenticator, RevocationView
 from gatepass.sessions import IssuedSession, SessionManager, SessionState, session_state
-from gatepass.stores.base import EmailTaken, SessionRecord, Store, UserRecord
+from gatepass.stores.base import EmailTaken, Evicted, SessionRecord, Store, UserRecord
 
 MAX_EMAIL_LENGTH = 254
 DEFAULT_ROLES = ("user",)
 #: Control, format (bidi overrides, zero-width), surrogate, private-use and unassigned.
 _FORBIDDEN_EMAIL_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
 INVALID_CREDENTIALS = "Invalid email or password."
+WRONG_CURRENT_PASSWORD = "Current password is wrong."  # noqa: S105 - a message
+
+audit = logging.getLogger("gatepass.audit")
 
 
 def normalise_email(raw: str) -> str:
@@ -72,18 +84,25 @@ class Accounts:
         sessions: SessionManager,
         refresh_tokens: RefreshTokens,
         revocations: RevocationView,
+        bearer: BearerAuthenticator,
         throttle: LoginThrottle,
         metrics: Metrics,
         clock: Clock,
+        *,
+        max_sessions_per_user: int,
+        max_failures: int,
     ) -> None:
         self._store = store
         self._hasher = hasher
         self._sessions = sessions
         self._refresh = refresh_tokens
         self._revocations = revocations
+        self._bearer = bearer
         self._throttle = throttle
+        self._guard = CredentialGuard(max_failures=max_failures)
         self._metrics = metrics
         self._clock = clock
+        self._max_sessions = max_sessions_per_user
 
     async def register(self, email: str, password: str) -> UserRecord:
         try:
@@ -102,13 +121,21 @@ class Accounts:
         self._metrics.registrations.inc()
         return user
 
-    async def verify_password_login(self, email: str, password: str, ip: str | None) -> UserRecord:
+    async def verify_password_login(
+        self, email: str, password: str, ip: str | None, *, device: str | None = None
+    ) -> UserRecord:
         """Check a password login under the throttle. Unknown email and wrong password
-        fail identically (same error, same time)."""
-        try:
-            account = normalise_email(email)
-        except ValueError:
-            account = None
+        fail identically (same error, same time).
+
+        ``device`` is the verified ID of the client's device cookie for this account
+        (:meth:`gatepass.devices.DeviceCookies.device_for`): such a client is counted
+        on its own, so a lockout made by guessing elsewhere does not refuse it.
+
+        The user returned is as read *before* the password was checked: what the
+        caller grants with it is stored only if the user's credentials have not
+        changed since (:attr:`UserRecord.credential_version`).
+        """
+        account = self.account_key(email)
         user: UserRecord | None = None
 
         async def find_user() -> str | None:
@@ -116,7 +143,7 @@ class Accounts:
             user = await self._store.get_user_by_email(account) if account else None
             return user.password_hash if user else None
 
-        result = await self._throttled_verify(account or email, ip, find_user, password)
+        result = await self._throttled_verify(account or email, ip, find_user, password, device)
         if not result.ok or user is None:
             self._metrics.logins.labels(result="failure").inc()
             raise AuthenticationFailed(INVALID_CREDENTIALS)
@@ -127,20 +154,33 @@ class Accounts:
             )
         return user
 
+    @staticmethod
+    def account_key(email: str) -> str | None:
+        """The normalised form an address is known by (uniqueness, lockout, device
+        cookies), or ``None`` when it is not an address."""
+        try:
+            return normalise_email(email)
+        except ValueError:
+            return None
+
     async def _throttled_verify(
         self,
         account: str,
         ip: str | None,
         stored_hash: Callable[[], Awaitable[str | None]],
         password: str,
+        device: str | None,
     ) -> VerifyResult:
         """Verify ``password`` for ``account`` under the login throttle.
 
         ``stored_hash`` is awaited inside the throttled section; ``None`` (no such
         account) costs a dummy verify, so both cases take the same time.
         """
+        if self._hasher.saturated:
+            # Refused before it counts against anyone's limits.
+            raise Overloaded()
         try:
-            self._throttle.check(account, ip)
+            self._throttle.check(account, ip, device)
         except RateLimited:
             self._metrics.throttled.inc()
             raise
@@ -153,16 +193,16 @@ class Accounts:
                 result = await self._hasher.verify(known, password)
             settled = True
             if result.ok and known is not None:
-                self._throttle.record_success(account)
+                self._throttle.record_success(account, device)
                 return result
-            if self._throttle.record_failure(account):
+            if self._throttle.record_failure(account, device):
                 self._metrics.lockouts.inc()
             return VerifyResult(ok=False)
         finally:
             if not settled:
-                # A store error or a cancelled request: the attempt counted by
-                # check() is neither a failure nor a success.
-                self._throttle.abandon(account)
+                # A store error, an overload or a cancelled request: the attempt
+                # counted by check() is neither a failure nor a success.
+                self._throttle.abandon(account, device)
 
     async def start_web_session(
         self,
@@ -172,19 +212,55 @@ class Accounts:
         ip: str | None,
         user_agent: str | None,
     ) -> IssuedSession:
-        """A fresh session for ``user``; whatever session the request carried dies first,
-        so an ID planted before login never becomes the victim's session."""
+        """A fresh session for ``user`` (as read before its password was checked);
+        whatever session the request carried dies first, so an ID planted before
+        login never becomes the victim's session.
+
+        Raises :class:`CredentialsChanged` when a password change or logout-all
+        committed since ``user`` was read: nothing is granted.
+        """
         if await self._sessions.destroy_cookie(presented_cookie):
             self._metrics.sessions_ended.inc()
-        issued = await self._sessions.create(user.id, ip=ip, user_agent=user_agent)
+        issued, evicted = await self._sessions.create(
+            user,
+            ip=ip,
+            user_agent=user_agent,
+            max_per_user=self._max_sessions,
+            detail=INVALID_CREDENTIALS,
+        )
         self._metrics.sessions_created.inc()
+        await self._after_eviction(user, evicted)
         return issued
 
     async def start_token_family(
         self, user: UserRecord, *, ip: str | None, user_agent: str | None
     ) -> TokenPair:
-        """A new refresh family and its first token pair (mobile and API clients)."""
-        return await self._refresh.start_family(user, ip=ip, user_agent=user_agent)
+        """A new refresh family and its first token pair (mobile and API clients),
+        under the same guard as :meth:`start_web_session`."""
+        pair, evicted = await self._refresh.start_family(
+            user,
+            ip=ip,
+            user_agent=user_agent,
+            max_per_user=self._max_sessions,
+            detail=INVALID_CREDENTIALS,
+        )
+        await self._after_eviction(user, evicted)
+        return pair
+
+    async def _after_eviction(self, user: UserRecord, evicted: Evicted) -> None:
+        """Account for what a sign-in ended to stay within the per-user limit."""
+        if not evicted:
+            return
+        for handle in (*evicted.sessions, *evicted.families):
+            audit.info(
+                "session limit: %s of user %s ended (oldest last seen) for a new sign-in",
+                handle,
+                user.id,
+            )
+        self._metrics.sessions_ended.inc(len(evicted.sessions))
+        if evicted.families:
+            self._metrics.revocations.labels(reason="session_limit").inc(len(evicted.families))
+            await self._revocations.sync_quietly()
 
     async def logout(self, identity: Identity) -> None:
         """Cookie: end the session. Bearer: deny the token's jti and revoke its family."""
@@ -206,12 +282,20 @@ class Accounts:
             await self._revocations.sync_quietly()
 
     async def logout_all(self, identity: Identity) -> None:
-        """End every session and family; every access token issued before now fails."""
+        """End every session and family; every access token issued before now fails,
+        and a sign-in still checking a password for this user grants nothing."""
         ended, _ = await self._store.end_everything(identity.user.id, self._clock())
-        self._sessions.forget(user_id=identity.user.id)
+        self._forget_user(identity.user.id)
         await self._revocations.sync_quietly()
         self._metrics.sessions_ended.inc(ended)
         self._metrics.revocations.labels(reason="logout_all").inc()
+
+    def _forget_user(self, user_id: str) -> None:
+        """Drop what this process cached about the user (sessions, the Bearer path's
+        user record): every change to a user's credentials, roles or existence
+        calls this."""
+        self._sessions.forget(user_id=user_id)
+        self._bearer.forget_user(user_id)
 
     async def list_sessions(self, identity: Identity) -> list[SessionView]:
         """Web sessions and token families of the caller; exactly one is ``current``."""
@@ -248,7 +332,7 @@ class Accounts:
     async def end_session(self, identity: Identity, handle: str) -> None:
         """End one of the caller's own sessions or token families; any other id is 404."""
         if await self._store.delete_session_by_handle(identity.user.id, handle):
-            self._sessions.forget(handle=handle)
+            self._sessions.forget(handles=[handle])
             self._metrics.sessions_ended.inc()
             return
         if await self._store.revoke_family(handle, self._clock(), identity.user.id):
@@ -257,48 +341,78 @@ class Accounts:
             return
         raise NotFound("No such session.")
 
+    async def verify_current_password(self, identity: Identity, password: str) -> UserRecord:
+        """Check the caller's current password, against the store (never a cache).
+
+        The account lockout made by others never refuses this: the caller's own
+        wrong attempts count against its session or token family, which ends
+        after ``GATEPASS_LOGIN_MAX_FAILURES`` of them. Returns the user as read
+        before the check (its ``credential_version`` guards what follows).
+        """
+        credential = _credential_key(identity)
+        user = await self._store.get_user(identity.user.id)
+        if user is None:
+            raise AuthenticationFailed()
+        if self._hasher.saturated:
+            raise Overloaded()
+        self._guard.check(credential)
+        settled = False
+        try:
+            result = await self._hasher.verify(user.password_hash, password)
+            settled = True
+        finally:
+            if not settled:
+                self._guard.abandon(credential)
+        if result.ok:
+            self._guard.record_success(credential)
+            return user
+        if self._guard.record_failure(credential):
+            await self.logout(identity)
+            audit.warning(
+                "too many wrong current passwords: %s of user %s ended", credential, user.id
+            )
+            self._metrics.revocations.labels(reason="wrong_current_password").inc()
+        raise AuthenticationFailed(WRONG_CURRENT_PASSWORD)
+
     async def change_password(
-        self,
-        identity: Identity,
-        current_password: str,
-        new_password: str,
-        *,
-        ip: str | None = None,
+        self, identity: Identity, current_password: str, new_password: str
     ) -> IssuedSession | None:
         """Set a new password, end every other session, and give the caller's session a
         new ID (returned). Bearer callers get ``None``: they hold no session.
 
-        Wrong current passwords count against the account like failed logins, so a
-        stolen session cannot be used to guess the password without limit.
+        Raises :class:`CredentialsChanged` when another password change or a
+        logout-all committed after the current password was checked.
         """
         try:
             normalise_password(new_password)
         except PasswordPolicyError as exc:
             raise InvalidRequest(str(exc)) from None
-
-        async def stored_hash() -> str:
-            return identity.user.password_hash
-
-        result = await self._throttled_verify(
-            identity.user.email, ip, stored_hash, current_password
-        )
-        if not result.ok:
-            raise AuthenticationFailed("Current password is wrong.")
+        user = await self.verify_current_password(identity, current_password)
         new_hash = await self._hasher.hash(new_password)
-        previous = await self._store.list_sessions(identity.user.id)
+        previous = await self._store.list_sessions(user.id)
         issued = None
         replacement: SessionRecord | None = None
         if identity.session is not None:
             issued = self._sessions.regenerated(identity.session)
             replacement = issued.record
-        await self._store.change_password(
-            identity.user.id,
+        changed = await self._store.change_password(
+            user.id,
             new_hash,
             replacement=replacement,
             now=self._clock(),
+            credential_version=user.credential_version,
         )
-        self._sessions.forget(user_id=identity.user.id)
+        if not changed:
+            raise CredentialsChanged()
+        self._forget_user(user.id)
         await self._revocations.sync_quietly()
         ended = len(previous) - (1 if replacement is not None else 0)
         self._metrics.sessions_ended.inc(max(0, ended))
         return issued
+
+
+def _credential_key(identity: Identity) -> str:
+    """What a caller's own wrong-password attempts are counted against."""
+    if identity.session is not None:
+        return f"session:{identity.session.handle}"
+    return f"family:{identity.family_id}"

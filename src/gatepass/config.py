@@ -124,6 +124,11 @@ class Settings(BaseSettings):
     login_lockout: PositiveInt = 300
     login_ip_limit: PositiveInt = 50
     trusted_proxies: Annotated[tuple[ProxyNet, ...], NoDecode] = ()
+    # Sign-in hardening: sessions and token families one user may hold (a new
+    # sign-in beyond it ends the least recently used one), and password hashes
+    # queued or running per process before new password work is refused (503).
+    max_sessions_per_user: PositiveInt = 100
+    password_queue_limit: PositiveInt = 16
     # --- the server's own origin and /metrics access ----------------------------------
     #: Base URL the server is reached at: its origin is the own origin for CSRF
     #: (never the Host header); later the base of links. Default: the issuer.

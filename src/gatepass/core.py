@@ -11,6 +11,7 @@ from gatepass.accounts import Accounts
 from gatepass.authenticator import Authenticator
 from gatepass.clock import Clock
 from gatepass.config import Settings
+from gatepass.devices import DeviceCookies
 from gatepass.errors import ConfigError
 from gatepass.metrics import Metrics
 from gatepass.passwords import PasswordHasher
@@ -65,7 +66,7 @@ class Gatepass:
         self.store = store
         self.clock = clock
         self.metrics = Metrics()
-        self.hasher = hasher or PasswordHasher()
+        self.hasher = hasher or PasswordHasher(max_pending=settings.password_queue_limit)
         self.sessions = SessionManager(
             store,
             CookieSigner(session_secrets),
@@ -101,19 +102,21 @@ class Gatepass:
             metrics=self.metrics,
             clock=clock,
         )
-        self.authenticator = Authenticator(
-            self.sessions,
-            BearerAuthenticator(self.access_tokens, self.revocations, store, clock),
-        )
+        bearer = BearerAuthenticator(self.access_tokens, self.revocations, store, clock)
+        self.authenticator = Authenticator(self.sessions, bearer)
+        self.devices = DeviceCookies(session_secrets, clock)
         self.accounts = Accounts(
             store,
             self.hasher,
             self.sessions,
             self.refresh_tokens,
             self.revocations,
+            bearer,
             self.throttle,
             self.metrics,
             clock,
+            max_sessions_per_user=settings.max_sessions_per_user,
+            max_failures=settings.login_max_failures,
         )
 
     def __repr__(self) -> str:

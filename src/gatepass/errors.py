@@ -17,7 +17,8 @@ and the HTTP layer never copies them into a response body.
         ├── UnsupportedMediaType     body of a type we do not read (415)
         ├── AuthenticationFailed     no valid credential (401)
         │   ├── InvalidToken         an access token was refused (``reason`` for logs)
-        │   └── InvalidRefreshToken  not a live refresh token
+        │   ├── InvalidRefreshToken  not a live refresh token
+        │   └── CredentialsChanged   a password change or logout-all won a race with this
         ├── PermissionDenied         authenticated, but the request is not allowed (403)
         │   └── CSRFFailed           missing or wrong CSRF token, foreign Origin (403)
         ├── NotFound                 no such resource for this caller (404)
@@ -138,6 +139,14 @@ class InvalidRefreshToken(AuthenticationFailed):
 
     def __init__(self) -> None:
         super().__init__("Invalid refresh token.")
+
+
+class CredentialsChanged(AuthenticationFailed):
+    """The user's credentials were replaced or ended (password change, logout-all)
+    while this request was checking them: it grants and changes nothing."""
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail or "Credentials changed meanwhile; sign in again.")
 
 
 class PermissionDenied(RequestError):

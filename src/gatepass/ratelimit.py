@@ -1,19 +1,29 @@
-"""Login throttling: per account (lockout) and per client IP (rate).
+"""Login throttling: per account (lockout), per trusted device, per client network,
+and wrong current passwords per session.
 
 *Account*: after ``max_failures`` failed logins within ``lockout`` seconds, the
-account is locked for ``lockout`` seconds; every attempt meanwhile, a correct
-password included, is refused with the time left. Unknown emails are counted
-exactly like real ones, so lockouts do not reveal which accounts exist.
+account is locked for ``lockout`` seconds against *untrusted* clients; every
+attempt from one meanwhile, a correct password included, is refused with the
+time left. Unknown emails are counted exactly like real ones, so lockouts do
+not reveal which accounts exist.
+
+*Device*: a client that presents a device cookie for the account (one that
+signed in there before, OWASP "device cookies") is counted on its own: the
+account's lockout does not refuse it, so guessing from elsewhere cannot lock the
+owner out, and its own failures lock only that device.
 
 *IP*: at most ``ip_limit`` attempts per ``ip_window`` seconds from one client
-address, successful or not.
+address, successful or not. IPv6 clients are counted per /64, the block a single
+subscriber is usually given, so rotating through one's own addresses buys nothing.
 
-This implementation keeps its counters in process memory, bounded in size.
+This implementation keeps its counters in process memory, bounded in size; a
+locked account or device is never evicted to make room.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -24,6 +34,8 @@ from gatepass.errors import RateLimited
 IP_WINDOW_SECONDS = 300
 #: Entries kept per table before idle ones are pruned.
 MAX_TRACKED_KEYS = 100_000
+#: IPv6 addresses are counted per network of this prefix length.
+IPV6_PREFIX = 64
 
 
 @dataclass(slots=True)
@@ -34,8 +46,29 @@ class _Account:
     pending: int = 0
 
 
+def ip_key(ip: str) -> str:
+    """What the per-IP limit counts: the address, or its /64 for IPv6.
+
+    An IPv4-mapped IPv6 address counts as its IPv4 address. A peer that is not
+    an IP address (a Unix socket, a test client) counts as itself.
+    """
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, IPV6_PREFIX), strict=False))
+    return str(address)
+
+
 class LoginThrottle:
-    """In-memory account lockout and per-IP rate limit for password logins."""
+    """In-memory account and device lockout and per-IP rate limit for password logins.
+
+    ``device`` arguments are the verified ID of a device cookie bound to the
+    account (see :mod:`gatepass.devices`), or ``None`` for an untrusted client.
+    """
 
     def __init__(
         self,
@@ -55,21 +88,23 @@ class LoginThrottle:
         self._ip_window = ip_window
         self._clock = clock
         self._max_keys = max_keys
-        # Keyed by SHA-256 of the account, so a long junk email costs 32 bytes.
+        # Keyed by SHA-256 of the account (or device), so a long junk email costs 32 bytes.
         self._accounts: dict[bytes, _Account] = {}
         self._ips: dict[str, deque[float]] = {}
 
-    def check(self, account: str, ip: str | None) -> None:
-        """Count this attempt against ``ip`` and ``account``, or raise :class:`RateLimited`.
+    def check(self, account: str, ip: str | None, device: str | None = None) -> None:
+        """Count this attempt against ``ip`` and the account (or the trusted device),
+        or raise :class:`RateLimited`.
 
         Every attempt let through must be settled by :meth:`record_failure`,
-        :meth:`record_success` or :meth:`abandon`. Attempts still in flight count
-        against the account, so parallel guesses cannot slip past the lockout.
+        :meth:`record_success` or :meth:`abandon` with the same ``device``.
+        Attempts still in flight count against the lockout, so parallel guesses
+        cannot slip past it.
         """
         now = self._clock()
         if ip is not None:
-            self._check_ip(ip, now)
-        state = self._account(_key(account), now)
+            self._check_ip(ip_key(ip), now)
+        state = self._entry(_key(account, device), now)
         if state.locked_until > now:
             raise RateLimited(_whole_seconds(state.locked_until - now))
         self._expire_failures(state, now)
@@ -77,7 +112,7 @@ class LoginThrottle:
             raise RateLimited(1)
         state.pending += 1
 
-    def _account(self, key: bytes, now: float) -> _Account:
+    def _entry(self, key: bytes, now: float) -> _Account:
         state = self._accounts.get(key)
         if state is None:
             self._prune(now)
@@ -88,21 +123,21 @@ class LoginThrottle:
         while state.failures and state.failures[0] <= now - self._lockout:
             state.failures.popleft()
 
-    def _check_ip(self, ip: str, now: float) -> None:
-        attempts = self._ips.get(ip)
+    def _check_ip(self, key: str, now: float) -> None:
+        attempts = self._ips.get(key)
         if attempts is None:
             self._prune(now)
-            attempts = self._ips[ip] = deque(maxlen=self._ip_limit)
+            attempts = self._ips[key] = deque(maxlen=self._ip_limit)
         while attempts and attempts[0] <= now - self._ip_window:
             attempts.popleft()
         if len(attempts) >= self._ip_limit:
             raise RateLimited(_whole_seconds(attempts[0] + self._ip_window - now))
         attempts.append(now)
 
-    def record_failure(self, account: str) -> bool:
-        """Count a failed login; return ``True`` when it locks the account."""
+    def record_failure(self, account: str, device: str | None = None) -> bool:
+        """Count a failed login; return ``True`` when it locks the account (or device)."""
         now = self._clock()
-        state = self._account(_key(account), now)
+        state = self._entry(_key(account, device), now)
         state.pending = max(0, state.pending - 1)
         self._expire_failures(state, now)
         state.failures.append(now)
@@ -112,30 +147,46 @@ class LoginThrottle:
             return True
         return False
 
-    def record_success(self, account: str) -> None:
-        """A correct password: the account's failures are forgiven."""
-        self._accounts.pop(_key(account), None)
+    def record_success(self, account: str, device: str | None = None) -> None:
+        """A correct password: the failures of this account (or device) are forgiven.
 
-    def abandon(self, account: str) -> None:
+        A trusted device's success forgives only that device: the untrusted
+        clients guessing meanwhile stay counted.
+        """
+        self._accounts.pop(_key(account, device), None)
+
+    def abandon(self, account: str, device: str | None = None) -> None:
         """Settle an attempt that ended in neither success nor failure (an error)."""
-        state = self._accounts.get(_key(account))
+        state = self._accounts.get(_key(account, device))
         if state is not None:
             state.pending = max(0, state.pending - 1)
 
+    def clear(self, account: str) -> None:
+        """Forget every count of the untrusted clients of ``account`` (e.g. after a reset)."""
+        self._accounts.pop(_key(account, None), None)
+
     def _prune(self, now: float) -> None:
-        """Drop idle entries once a table is full, so memory stays bounded."""
+        """Make room once a table is full, so memory stays bounded.
+
+        Idle entries go first, then those with the fewest and oldest failures. A
+        locked entry or one with attempts in flight is never evicted: that would
+        unlock it. If nothing else is left, the table grows past its size
+        (bounded all the same: each lock costs ``max_failures`` attempts, which the
+        per-IP limit meters).
+        """
         if len(self._accounts) >= self._max_keys:
             horizon = now - self._lockout
-            for account in [
-                k
+            evictable = [
+                (len(s.failures), s.failures[-1] if s.failures else 0.0, k)
                 for k, s in self._accounts.items()
-                if s.locked_until <= now
-                and not s.pending
-                and (not s.failures or s.failures[-1] <= horizon)
-            ]:
-                del self._accounts[account]
-            while len(self._accounts) >= self._max_keys:
-                del self._accounts[next(iter(self._accounts))]
+                if s.locked_until <= now and not s.pending
+            ]
+            evictable.sort()
+            for failures, last, key in evictable:
+                idle = failures == 0 or last <= horizon
+                if not idle and len(self._accounts) < self._max_keys:
+                    break
+                del self._accounts[key]
         if len(self._ips) >= self._max_keys:
             horizon = now - self._ip_window
             for ip in [k for k, a in self._ips.items() if not a or a[-1] <= horizon]:
@@ -144,8 +195,58 @@ class LoginThrottle:
                 del self._ips[next(iter(self._ips))]
 
 
-def _key(account: str) -> bytes:
-    return hashlib.sha256(account.encode("utf-8", "surrogatepass")).digest()
+class CredentialGuard:
+    """Wrong current passwords on authenticated routes, counted per session or family.
+
+    Routes that ask a signed-in caller for the current password (password change,
+    later e-mail change, deletion, reauthentication) are never refused because of
+    failures made by others; their own wrong attempts count against the caller's
+    session or token family, which the caller ends after ``max_failures`` of them.
+    Attempts in flight count, so parallel guesses cannot exceed the limit.
+    """
+
+    def __init__(self, *, max_failures: int, max_keys: int = MAX_TRACKED_KEYS) -> None:
+        if max_failures < 1:
+            raise ValueError("max_failures must be positive")
+        self._max_failures = max_failures
+        self._max_keys = max_keys
+        #: credential key -> [failures, pending]
+        self._counts: dict[str, list[int]] = {}
+
+    def check(self, credential: str) -> None:
+        """Let one attempt through for ``credential`` or raise :class:`RateLimited`."""
+        counts = self._counts.get(credential)
+        if counts is None:
+            if len(self._counts) >= self._max_keys:
+                # The oldest entry goes: an ended session's count is not needed.
+                del self._counts[next(iter(self._counts))]
+            counts = self._counts[credential] = [0, 0]
+        if counts[0] + counts[1] >= self._max_failures:
+            raise RateLimited(1)
+        counts[1] += 1
+
+    def record_failure(self, credential: str) -> bool:
+        """Count a wrong password; ``True`` when the credential must now be ended."""
+        counts = self._counts.setdefault(credential, [0, 1])
+        counts[1] = max(0, counts[1] - 1)
+        counts[0] += 1
+        if counts[0] >= self._max_failures:
+            del self._counts[credential]
+            return True
+        return False
+
+    def record_success(self, credential: str) -> None:
+        self._counts.pop(credential, None)
+
+    def abandon(self, credential: str) -> None:
+        counts = self._counts.get(credential)
+        if counts is not None:
+            counts[1] = max(0, counts[1] - 1)
+
+
+def _key(account: str, device: str | None = None) -> bytes:
+    subject = f"device:{device}" if device is not None else f"account:{account}"
+    return hashlib.sha256(subject.encode("utf-8", "surrogatepass")).digest()
 
 
 def _whole_seconds(seconds: float) -> int:

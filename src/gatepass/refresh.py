@@ -16,10 +16,11 @@ import secrets
 from dataclasses import dataclass
 
 from gatepass.clock import Clock
+from gatepass.errors import CredentialsChanged
 from gatepass.errors import InvalidRefreshToken as InvalidRefreshToken  # re-exported
 from gatepass.metrics import Metrics
 from gatepass.revocation import RevocationView
-from gatepass.stores.base import FamilyRecord, RotationStatus, TokenStore, UserRecord
+from gatepass.stores.base import Evicted, FamilyRecord, RotationStatus, TokenStore, UserRecord
 from gatepass.tokens import AccessTokens
 
 REFRESH_TOKEN_BYTES = 32
@@ -76,8 +77,18 @@ class RefreshTokens:
         self._clock = clock
 
     async def start_family(
-        self, user: UserRecord, *, ip: str | None, user_agent: str | None
-    ) -> TokenPair:
+        self,
+        user: UserRecord,
+        *,
+        ip: str | None,
+        user_agent: str | None,
+        max_per_user: int,
+        detail: str | None = None,
+    ) -> tuple[TokenPair, Evicted]:
+        """A new family and its first pair for ``user``, as read before its password
+        was checked; :class:`CredentialsChanged` (with ``detail``) when the user's
+        credentials changed since. Also returns what was ended to stay within
+        ``max_per_user``."""
         now = self._clock()
         family = FamilyRecord(
             id=secrets.token_urlsafe(FAMILY_ID_BYTES),
@@ -89,8 +100,15 @@ class RefreshTokens:
             user_agent=user_agent[:512] if user_agent else None,
         )
         refresh = secrets.token_urlsafe(REFRESH_TOKEN_BYTES)
-        await self._store.create_family(family, hash_refresh_token(refresh))
-        return await self._pair(user, family.id, refresh)
+        evicted = await self._store.create_family(
+            family,
+            hash_refresh_token(refresh),
+            credential_version=user.credential_version,
+            max_per_user=max_per_user,
+        )
+        if evicted is None:
+            raise CredentialsChanged(detail)
+        return await self._pair(user, family.id, refresh), evicted
 
     async def rotate(self, presented: str) -> TokenPair:
         """Trade a live refresh token for a new pair, or raise :class:`InvalidRefreshToken`."""

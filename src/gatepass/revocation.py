@@ -158,6 +158,8 @@ class BearerAuthenticator:
         self._clock = clock
         self._user_cache: dict[str, tuple[UserRecord, float]] = {}
         self._user_reads: SingleFlight[str, UserRecord | None] = SingleFlight()
+        # Bumped by forget_user, so a read that was in flight meanwhile is not kept.
+        self._user_generation = 0
 
     async def authenticate_bearer(self, token: str) -> Identity:
         claims = await self._tokens.verify(token)
@@ -182,9 +184,17 @@ class BearerAuthenticator:
         cached = self._user_cache.get(user_id)
         if cached is not None and now - cached[1] < USER_CACHE_SECONDS:
             return cached[0]
+        generation = self._user_generation
         user = await self._user_reads.run(user_id, lambda: self._users.get_user(user_id))
-        if user is not None:
+        if user is not None and generation == self._user_generation:
             if len(self._user_cache) >= USER_CACHE_SIZE:
                 del self._user_cache[next(iter(self._user_cache))]
             self._user_cache[user_id] = (user, now)
         return user
+
+    def forget_user(self, user_id: str) -> None:
+        """Drop the cached record of a user whose credentials, roles or existence
+        just changed in this process (other processes refresh within
+        :data:`USER_CACHE_SECONDS`; revocations reach them through the feed)."""
+        self._user_generation += 1
+        self._user_cache.pop(user_id, None)

@@ -19,7 +19,8 @@ from itsdangerous import BadSignature, Signer
 
 from gatepass._singleflight import SingleFlight
 from gatepass.clock import Clock
-from gatepass.stores.base import SessionRecord, SessionStore, UserRecord
+from gatepass.errors import CredentialsChanged
+from gatepass.stores.base import Evicted, SessionRecord, SessionStore, UserRecord
 
 SESSION_ID_BYTES = 32
 CSRF_TOKEN_BYTES = 32
@@ -174,11 +175,29 @@ class SessionManager:
         return IssuedSession(fresh.cookie_value, replace(fresh.record, handle=record.handle))
 
     async def create(
-        self, user_id: str, *, ip: str | None, user_agent: str | None
-    ) -> IssuedSession:
-        issued = self.new_session(user_id, ip=ip, user_agent=user_agent)
-        await self._store.insert_session(issued.record)
-        return issued
+        self,
+        user: UserRecord,
+        *,
+        ip: str | None,
+        user_agent: str | None,
+        max_per_user: int,
+        detail: str | None = None,
+    ) -> tuple[IssuedSession, Evicted]:
+        """Store a new session for ``user``, as read before its password was checked.
+
+        Raises :class:`CredentialsChanged` (with ``detail``) when the user's
+        credentials changed since that read: nothing is stored. Returns the session
+        and what was ended to stay within ``max_per_user``.
+        """
+        issued = self.new_session(user.id, ip=ip, user_agent=user_agent)
+        evicted = await self._store.insert_session(
+            issued.record, credential_version=user.credential_version, max_per_user=max_per_user
+        )
+        if evicted is None:
+            raise CredentialsChanged(detail)
+        if evicted.sessions:
+            self.forget(handles=evicted.sessions)
+        return issued, evicted
 
     def id_hash_of(self, cookie_value: str | None) -> str | None:
         """Store key for a presented cookie, or ``None`` when its signature is not ours."""
@@ -239,17 +258,21 @@ class SessionManager:
         self._cache[id_hash] = (record, user, loaded_at)
 
     def forget(
-        self, *, id_hash: str | None = None, user_id: str | None = None, handle: str | None = None
+        self,
+        *,
+        id_hash: str | None = None,
+        user_id: str | None = None,
+        handles: Sequence[str] = (),
     ) -> None:
-        """Drop cached sessions this process just ended (by ID hash, user or handle)."""
+        """Drop cached sessions this process just ended (by ID hash, user or handles)."""
         self._generation += 1
         if id_hash is not None:
             self._cache.pop(id_hash, None)
-        if user_id is not None or handle is not None:
+        if user_id is not None or handles:
             for key in [
                 k
                 for k, (r, _, _) in self._cache.items()
-                if r.user_id == user_id or (handle is not None and r.handle == handle)
+                if r.user_id == user_id or r.handle in handles
             ]:
                 del self._cache[key]
 

@@ -13,7 +13,13 @@ from starlette.routing import BaseRoute, Route
 from gatepass._compare import constant_time_equals
 from gatepass.authenticator import Identity
 from gatepass.csrf import CSRF_FORM_FIELD
-from gatepass.errors import AuthenticationFailed, CSRFFailed, RequestError, StoreUnavailable
+from gatepass.errors import (
+    AuthenticationFailed,
+    CSRFFailed,
+    Overloaded,
+    RequestError,
+    StoreUnavailable,
+)
 from gatepass.metrics import CONTENT_TYPE
 from gatepass.server import pages
 from gatepass.server.context import (
@@ -24,8 +30,10 @@ from gatepass.server.context import (
     gatepass,
     ip_of,
     login_csrf_cookie_name,
+    presented_device,
     presented_session_cookie,
     request_cookie,
+    set_device_cookie,
     set_session_cookie,
     user_agent_of,
 )
@@ -124,7 +132,7 @@ async def login(request: Request) -> Response:
     form = is_form(request)
     try:
         return await _login(request, form)
-    except RequestError as exc:
+    except (RequestError, Overloaded) as exc:
         if not form:
             raise
         return pages.render_login(request, error=exc)
@@ -137,19 +145,24 @@ async def _login(request: Request, form: bool) -> Response:
     if form:
         _check_login_form_token(request, fields)
     body = validate(LoginIn, fields)
-    user = await gp.accounts.verify_password_login(body.email, body.password, ip_of(request))
+    account = gp.accounts.account_key(body.email)
+    user = await gp.accounts.verify_password_login(
+        body.email, body.password, ip_of(request), device=presented_device(request, account)
+    )
+    response: Response
     if body.client != "web":
         pair = await gp.accounts.start_token_family(
             user, ip=ip_of(request), user_agent=user_agent_of(request)
         )
-        return JSONResponse(pair.as_json(), headers=NO_STORE)
+        response = JSONResponse(pair.as_json(), headers=NO_STORE)
+        set_device_cookie(response, gp, user.email)
+        return response
     issued = await gp.accounts.start_web_session(
         user,
         presented_cookie=presented_session_cookie(request),
         ip=ip_of(request),
         user_agent=user_agent_of(request),
     )
-    response: Response
     if form:
         response = RedirectResponse(ACCOUNT_PAGE, status_code=303, headers=NO_STORE)
         response.delete_cookie(
@@ -159,6 +172,7 @@ async def _login(request: Request, form: bool) -> Response:
         payload = {"user": _user_json(user), "csrf_token": issued.record.csrf_token}
         response = JSONResponse(payload, headers=NO_STORE)
     set_session_cookie(response, gp, issued.cookie_value)
+    set_device_cookie(response, gp, user.email)
     return response
 
 
@@ -246,9 +260,7 @@ async def change_password(request: Request) -> Response:
     identity, fields = await _mutating_identity(request)
     body = validate(PasswordIn, fields or {})
     gp = gatepass(request)
-    issued = await gp.accounts.change_password(
-        identity, body.current_password, body.new_password, ip=ip_of(request)
-    )
+    issued = await gp.accounts.change_password(identity, body.current_password, body.new_password)
     response = Response(status_code=204, headers=NO_STORE)
     if issued is not None:
         set_session_cookie(response, gp, issued.cookie_value)

@@ -18,7 +18,13 @@ from starlette.staticfiles import StaticFiles
 
 from gatepass.config import Settings, load_settings
 from gatepass.core import Gatepass
-from gatepass.errors import AuthenticationFailed, RateLimited, RequestError, StoreUnavailable
+from gatepass.errors import (
+    AuthenticationFailed,
+    Overloaded,
+    RateLimited,
+    RequestError,
+    StoreUnavailable,
+)
 from gatepass.passwords import PasswordHasher
 from gatepass.server import api, pages
 from gatepass.server.middleware import SecurityHeaders
@@ -47,6 +53,15 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
         raise exc
     headers = dict(exc.headers or {})
     return problem(exc.status_code, None, headers=headers)
+
+
+async def _overloaded(request: Request, exc: Exception) -> Response:
+    retry_after = exc.retry_after if isinstance(exc, Overloaded) else 1
+    return problem(
+        503,
+        "Too many sign-ins at once. Try again shortly.",
+        headers={"Retry-After": str(retry_after)},
+    )
 
 
 async def _store_unavailable(request: Request, exc: Exception) -> Response:
@@ -124,6 +139,7 @@ def create_app(
             RequestError: _request_error,
             HTTPException: _http_exception,
             StoreUnavailable: _store_unavailable,
+            Overloaded: _overloaded,
             Exception: _server_error,
         },
         lifespan=lifespan,

@@ -11,10 +11,13 @@ from starlette.responses import Response
 from gatepass.authenticator import Identity
 from gatepass.core import Gatepass
 from gatepass.csrf import CSRF_FORM_FIELD, CSRF_HEADER, SAFE_METHODS, check_csrf_token, check_origin
+from gatepass.devices import DEVICE_COOKIE_MAX_AGE
 from gatepass.errors import AuthenticationFailed
 from gatepass.server.requests import client_ip
 from gatepass.web import AmbiguousCookie, cookie_value
 
+DEVICE_COOKIE_SECURE = "__Host-gatepass_device"
+DEVICE_COOKIE_DEV = "gatepass_device"
 SESSION_COOKIE_SECURE = "__Host-gatepass_session"
 SESSION_COOKIE_DEV = "gatepass_session"
 LOGIN_CSRF_COOKIE_SECURE = "__Host-gatepass_login_csrf"
@@ -103,6 +106,35 @@ def set_session_cookie(response: Response, gp: Gatepass, cookie_value: str) -> N
         session_cookie_name(gp),
         cookie_value,
         max_age=gp.settings.session_absolute_timeout,
+        path="/",
+        secure=gp.settings.cookie_secure,
+        httponly=True,
+        samesite="lax",
+    )
+
+
+def device_cookie_name(gp: Gatepass) -> str:
+    return DEVICE_COOKIE_SECURE if gp.settings.cookie_secure else DEVICE_COOKIE_DEV
+
+
+def presented_device(request: Request, account: str | None) -> str | None:
+    """The verified device ID of the request's device cookie for ``account``, or
+    ``None`` (no cookie, two of them, forged, expired, or another account's)."""
+    gp = gatepass(request)
+    try:
+        value = request_cookie(request, device_cookie_name(gp))
+    except AmbiguousCookie:
+        return None
+    return gp.devices.device_for(value, account)
+
+
+def set_device_cookie(response: Response, gp: Gatepass, account: str) -> None:
+    """Trust this device for ``account`` from now on (set only by a sign-in that granted
+    a session or a token pair)."""
+    response.set_cookie(
+        device_cookie_name(gp),
+        gp.devices.issue(account),
+        max_age=DEVICE_COOKIE_MAX_AGE,
         path="/",
         secure=gp.settings.cookie_secure,
         httponly=True,

@@ -16,7 +16,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from gatepass.errors import AuthenticationFailed, RateLimited, RequestError
+from gatepass.errors import AuthenticationFailed, Overloaded, RateLimited, RequestError
 from gatepass.server.context import (
     LOGIN_CSRF_MAX_AGE,
     authenticate,
@@ -28,6 +28,7 @@ TEMPLATES_DIR = Path(__file__).parent / "templates"
 STATIC_DIR = Path(__file__).parent / "static"
 LOGIN_CSRF_BYTES = 32
 PAGE_HEADERS = {"Cache-Control": "no-store"}
+OVERLOADED_STATUS = 503
 
 
 def make_environment() -> Environment:
@@ -46,7 +47,7 @@ def _render(request: Request, name: str, status: int = 200, **context: object) -
     return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
 
 
-def render_login(request: Request, *, error: RequestError | None = None) -> Response:
+def render_login(request: Request, *, error: RequestError | Overloaded | None = None) -> Response:
     """The sign-in page with a fresh double-submit token (also set as a cookie)."""
     gp = gatepass(request)
     token = secrets.token_urlsafe(LOGIN_CSRF_BYTES)
@@ -56,11 +57,15 @@ def render_login(request: Request, *, error: RequestError | None = None) -> Resp
     if isinstance(error, RateLimited):
         message = "Too many attempts. Try again later."
         headers["Retry-After"] = str(error.retry_after)
+    elif isinstance(error, Overloaded):
+        message = "Too many sign-ins at once. Try again in a moment."
+        headers["Retry-After"] = str(error.retry_after)
+        status = OVERLOADED_STATUS
     elif isinstance(error, AuthenticationFailed):
         message = "Invalid email or password."
     elif error is not None:
         message = "The sign-in form was not accepted. Please try again."
-    if error is not None:
+    if isinstance(error, RequestError):
         status = error.status
     response = _render(request, "login.html", status, csrf_token=token, error=message)
     response.headers.update(headers)

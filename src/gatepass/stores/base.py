@@ -25,6 +25,11 @@ class UserRecord:
     created_at: float
     #: Access tokens issued before this instant are invalid (logout-all, password change).
     tokens_valid_after: float = 0.0
+    #: Moves whenever every credential of the user is killed (password change,
+    #: logout-all). A sign-in stores what it grants only if the version it read
+    #: before checking the password is still current, so a sign-in in flight
+    #: loses to a password change or logout-all that commits meanwhile.
+    credential_version: int = 0
 
     def __repr__(self) -> str:
         return f"UserRecord(id={self.id!r}, email={self.email!r}, roles={self.roles!r})"
@@ -79,6 +84,19 @@ class FamilyRecord:
     ip: str | None
     user_agent: str | None
     revoked: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Evicted:
+    """What a sign-in ended to keep its user within the per-user limit."""
+
+    #: Public handles of the browser sessions ended.
+    sessions: tuple[str, ...] = ()
+    #: IDs of the refresh families revoked.
+    families: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.sessions or self.families)
 
 
 class RotationStatus(enum.Enum):
@@ -145,7 +163,19 @@ class UserStore(Protocol):
 
 
 class SessionStore(Protocol):
-    async def insert_session(self, record: SessionRecord) -> None: ...
+    async def insert_session(
+        self, record: SessionRecord, *, credential_version: int, max_per_user: int
+    ) -> Evicted | None:
+        """Store a new session, in one transaction with two guards.
+
+        Only if the user's :attr:`UserRecord.credential_version` still equals
+        ``credential_version`` (checked under the user row's write lock, so a
+        password change or logout-all committing meanwhile wins); otherwise store
+        nothing and return ``None``. And within ``max_per_user`` sessions and live
+        families of that user: beyond it, end the ones with the oldest
+        ``last_seen_at`` / ``last_used_at`` (ties: oldest created) and report them.
+        """
+        ...
 
     async def get_session(self, id_hash: str) -> tuple[SessionRecord, UserRecord] | None:
         """The session and its user in one round trip, or ``None``."""
@@ -168,16 +198,20 @@ class SessionStore(Protocol):
         *,
         replacement: SessionRecord | None,
         now: float,
-    ) -> None:
-        """In one transaction: set the hash, end every session and refresh family of
-        the user (a Bearer caller's own family included: it must sign in again),
-        insert ``replacement`` (the caller's session under a new ID) and move the
-        user's token epoch to ``now``."""
+        credential_version: int,
+    ) -> bool:
+        """In one transaction, only if the user's credential version is still
+        ``credential_version`` (else change nothing and return ``False``): set the
+        hash, move the credential version and the token epoch (to ``now``), end every
+        session and refresh family of the user (a Bearer caller's own family
+        included: it must sign in again) and insert ``replacement`` (the caller's
+        session under a new ID)."""
         ...
 
     async def end_everything(self, user_id: str, now: float) -> tuple[int, int]:
-        """In one transaction: end every session and family of the user and move the
-        token epoch to ``now``; return (sessions ended, families revoked)."""
+        """In one transaction: move the credential version and the token epoch (to
+        ``now``) and end every session and family of the user; return (sessions
+        ended, families revoked)."""
         ...
 
 
@@ -199,7 +233,12 @@ class TokenStore(Protocol):
         """Insert or update ``upserts`` and delete the ``deletes`` kids, in one transaction."""
         ...
 
-    async def create_family(self, family: FamilyRecord, token_hash: str) -> None: ...
+    async def create_family(
+        self, family: FamilyRecord, token_hash: str, *, credential_version: int, max_per_user: int
+    ) -> Evicted | None:
+        """Store a new family and its first token, under the same two guards as
+        :meth:`SessionStore.insert_session` (``None``: the credential version moved)."""
+        ...
 
     async def rotate_refresh_token(
         self, old_hash: str, new_hash: str, now: float
@@ -207,7 +246,8 @@ class TokenStore(Protocol):
         """Atomically retire ``old_hash`` and make ``new_hash`` the family's live token.
 
         Of many concurrent calls with one ``old_hash`` exactly one gets ``ROTATED``.
-        A token that was already rotated revokes its whole family (``REUSED``).
+        A token that was already rotated revokes its whole family (``REUSED``). A
+        hash that names no token costs no write.
         """
         ...
 

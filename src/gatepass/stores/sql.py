@@ -25,6 +25,7 @@ from sqlalchemy import (
     bindparam,
     delete,
     event,
+    func,
     insert,
     select,
     update,
@@ -37,6 +38,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from gatepass.errors import DuplicateRecord, StoreUnavailable
 from gatepass.stores.base import (
     EmailTaken,
+    Evicted,
     FamilyRecord,
     RevocationEvent,
     RevocationKind,
@@ -58,6 +60,7 @@ users = Table(
     Column("roles", Text, nullable=False),
     Column("created_at", Float, nullable=False),
     Column("tokens_valid_after", Float, nullable=False, default=0.0),
+    Column("credential_version", Integer, nullable=False, default=0),
 )
 
 sessions = Table(
@@ -151,6 +154,7 @@ _SESSION_WITH_USER = select(
     users.c.roles,
     users.c.created_at.label("user_created_at"),
     users.c.tokens_valid_after,
+    users.c.credential_version,
 ).join(users, users.c.id == sessions.c.user_id)
 
 
@@ -167,6 +171,7 @@ def _user(row: Any, *, joined: bool = False) -> UserRecord:
         roles=tuple(row.roles.split()),
         created_at=row.user_created_at if joined else row.created_at,
         tokens_valid_after=row.tokens_valid_after,
+        credential_version=row.credential_version,
     )
 
 
@@ -322,9 +327,16 @@ class SqlStore:
 
     # sessions --------------------------------------------------------------
 
-    async def insert_session(self, record: SessionRecord) -> None:
+    async def insert_session(
+        self, record: SessionRecord, *, credential_version: int, max_per_user: int
+    ) -> Evicted | None:
         async with self._tx() as conn:
-            await conn.execute(insert(sessions).values(**_session_values(record)))
+            evicted = await _make_room(
+                conn, record.user_id, credential_version, max_per_user, record.created_at
+            )
+            if evicted is not None:
+                await conn.execute(insert(sessions).values(**_session_values(record)))
+        return evicted
 
     async def get_session(self, id_hash: str) -> tuple[SessionRecord, UserRecord] | None:
         async with self._tx() as conn:
@@ -369,22 +381,34 @@ class SqlStore:
         *,
         replacement: SessionRecord | None,
         now: float,
-    ) -> None:
+        credential_version: int,
+    ) -> bool:
         async with self._tx() as conn:
-            await conn.execute(
+            # First statement: it takes the user row's write lock, so a sign-in
+            # checking the old version waits for this transaction, then sees it moved.
+            changed = await conn.execute(
                 update(users)
-                .where(users.c.id == user_id)
-                .values(password_hash=password_hash, tokens_valid_after=now)
+                .where(users.c.id == user_id, users.c.credential_version == credential_version)
+                .values(
+                    password_hash=password_hash,
+                    tokens_valid_after=now,
+                    credential_version=users.c.credential_version + 1,
+                )
             )
+            if changed.rowcount != 1:
+                return False
             await conn.execute(delete(sessions).where(sessions.c.user_id == user_id))
             await _revoke_user_families(conn, user_id, now)
             if replacement is not None:
                 await conn.execute(insert(sessions).values(**_session_values(replacement)))
+        return True
 
     async def end_everything(self, user_id: str, now: float) -> tuple[int, int]:
         async with self._tx() as conn:
             await conn.execute(
-                update(users).where(users.c.id == user_id).values(tokens_valid_after=now)
+                update(users)
+                .where(users.c.id == user_id)
+                .values(tokens_valid_after=now, credential_version=users.c.credential_version + 1)
             )
             ended = await conn.execute(delete(sessions).where(sessions.c.user_id == user_id))
             revoked = await _revoke_user_families(conn, user_id, now)
@@ -429,8 +453,15 @@ class SqlStore:
 
     # refresh families ------------------------------------------------------
 
-    async def create_family(self, family: FamilyRecord, token_hash: str) -> None:
+    async def create_family(
+        self, family: FamilyRecord, token_hash: str, *, credential_version: int, max_per_user: int
+    ) -> Evicted | None:
         async with self._tx() as conn:
+            evicted = await _make_room(
+                conn, family.user_id, credential_version, max_per_user, family.created_at
+            )
+            if evicted is None:
+                return None
             await conn.execute(
                 insert(families).values(
                     id=family.id,
@@ -448,10 +479,23 @@ class SqlStore:
                     token_hash=token_hash, family_id=family.id, created_at=family.created_at
                 )
             )
+        return evicted
 
     async def rotate_refresh_token(
         self, old_hash: str, new_hash: str, now: float
     ) -> RotationOutcome:
+        async with self._tx() as conn:
+            # A read first: a string that names no token of a live family (guessing,
+            # junk, a flood) is refused without taking the write lock.
+            known = (
+                await conn.execute(
+                    select(families.c.revoked, families.c.expires_at)
+                    .join(families, families.c.id == refresh_tokens.c.family_id)
+                    .where(refresh_tokens.c.token_hash == old_hash)
+                )
+            ).first()
+        if known is None or known.revoked or known.expires_at <= now:
+            return RotationOutcome(RotationStatus.INVALID)
         live_family = select(families.c.id).where(_live_family(now))
         async with self._tx() as conn:
             # The conditional update comes first: it takes the write lock, so
@@ -482,6 +526,7 @@ class SqlStore:
                         users.c.roles,
                         users.c.created_at.label("user_created_at"),
                         users.c.tokens_valid_after,
+                        users.c.credential_version,
                     )
                     .join(families, families.c.id == refresh_tokens.c.family_id)
                     .join(users, users.c.id == families.c.user_id)
@@ -610,6 +655,74 @@ async def _publish(
             insert(revocations),
             [{"kind": kind, "subject": s, "value": value, "created_at": now} for s in subjects],
         )
+
+
+async def _make_room(
+    conn: AsyncConnection, user_id: str, credential_version: int, max_per_user: int, now: float
+) -> Evicted | None:
+    """The two guards of every sign-in, run first in its transaction.
+
+    ``None`` when the user's credential version moved (nothing may be granted).
+    Otherwise the sessions and families ended so that one more fits within
+    ``max_per_user``.
+    """
+    # A no-op write as the first statement: it takes the user row's write lock
+    # (SQLite: the database write lock; PostgreSQL: the row lock, re-checking the
+    # condition after a concurrent change commits), so the version cannot move
+    # between this check and the commit of what the sign-in grants.
+    locked = await conn.execute(
+        update(users)
+        .where(users.c.id == user_id, users.c.credential_version == credential_version)
+        .values(credential_version=users.c.credential_version)
+    )
+    if locked.rowcount != 1:
+        return None
+    held = (
+        await conn.execute(
+            select(func.count()).select_from(sessions).where(sessions.c.user_id == user_id)
+        )
+    ).scalar_one() + (
+        await conn.execute(
+            select(func.count())
+            .select_from(families)
+            .where(families.c.user_id == user_id, _live_family(now))
+        )
+    ).scalar_one()
+    excess = held - max_per_user + 1
+    if excess <= 0:
+        return Evicted()
+    candidates = [
+        (row.last_seen_at, row.created_at, "session", row.id_hash, row.handle)
+        for row in await conn.execute(
+            select(
+                sessions.c.last_seen_at,
+                sessions.c.created_at,
+                sessions.c.id_hash,
+                sessions.c.handle,
+            ).where(sessions.c.user_id == user_id)
+        )
+    ] + [
+        (row.last_used_at, row.created_at, "family", row.id, row.id)
+        for row in await conn.execute(
+            select(families.c.last_used_at, families.c.created_at, families.c.id).where(
+                families.c.user_id == user_id, _live_family(now)
+            )
+        )
+    ]
+    victims = sorted(candidates)[:excess]
+    session_hashes = [key for _, _, kind, key, _ in victims if kind == "session"]
+    family_ids = [key for _, _, kind, key, _ in victims if kind == "family"]
+    if session_hashes:
+        await conn.execute(delete(sessions).where(sessions.c.id_hash.in_(session_hashes)))
+    if family_ids:
+        await conn.execute(
+            update(families).where(families.c.id.in_(family_ids)).values(revoked=True)
+        )
+        await _publish(conn, "family", family_ids, now, now)
+    return Evicted(
+        sessions=tuple(handle for _, _, kind, _, handle in victims if kind == "session"),
+        families=tuple(family_ids),
+    )
 
 
 async def _revoke_user_families(conn: AsyncConnection, user_id: str, now: float) -> int:
