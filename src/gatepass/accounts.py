@@ -6,12 +6,12 @@ framework integrations call it and only translate requests and responses.
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from gatepass.authenticator import Identity
 from gatepass.clock import Clock
+from gatepass.emails import normalise_email
 from gatepass.errors import AuthenticationFailed, Conflict, InvalidRequest, NotFound, RateLimited
 from gatepass.metrics import Metrics
 from gatepass.passwords import (
@@ -31,21 +31,6 @@ DEFAULT_ROLES = ("user",)
 #: Control, format (bidi overrides, zero-width), surrogate, private-use and unassigned.
 _FORBIDDEN_EMAIL_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
 INVALID_CREDENTIALS = "Invalid email or password."
-
-
-def normalise_email(raw: str) -> str:
-    """Trim, NFC and lower-case an email; raise :class:`ValueError` if it is not one."""
-    email = unicodedata.normalize("NFC", raw.strip()).lower()
-    if not email or len(email) > MAX_EMAIL_LENGTH:
-        raise ValueError("email must be 1 to 254 characters")
-    if any(unicodedata.category(ch) in _FORBIDDEN_EMAIL_CATEGORIES for ch in email):
-        raise ValueError("email contains invalid characters")
-    local, at, domain = email.rpartition("@")
-    if not at or not local or "@" in local or "." not in domain.strip("."):
-        raise ValueError("not an email address")
-    if domain.startswith(".") or domain.endswith(".") or ".." in domain:
-        raise ValueError("not an email address")
-    return email
 
 
 @dataclass(frozen=True, slots=True)
