@@ -15,6 +15,7 @@ def test_package_exports_exactly_its_public_names() -> None:
         "GatepassError",
         "Identity",
         "PasswordHasher",
+        "PasswordPolicyError",
         "RateLimited",
         "RequestError",
         "SessionManager",

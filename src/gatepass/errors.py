@@ -9,6 +9,7 @@ and the HTTP layer never copies them into a response body.
     ├── StoreUnavailable         a store could not be reached (fail closed: 503)
     ├── RequestError             the client sent something we refuse (4xx)
     │   ├── InvalidRequest       malformed or invalid input (400 / 422)
+    │   │   └── PasswordPolicyError  a new password breaks the policy (422)
     │   ├── AuthenticationFailed no valid credential (401)
     │   ├── PermissionDenied     authenticated, but the request is not allowed (403)
     │   ├── CSRFFailed           missing or wrong CSRF token, foreign Origin (403)
@@ -72,6 +73,17 @@ class InvalidRequest(RequestError):
         self.status = status
         self.title = "Bad Request" if status == 400 else "Unprocessable Content"
         self.problems = tuple(problems)
+
+
+class PasswordPolicyError(InvalidRequest, ValueError):
+    """A new password breaks the policy (length, white space, common, encoding).
+
+    The message names the rule, never the password. Also a :class:`ValueError`,
+    as it was before it joined this hierarchy.
+    """
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, status=422)
 
 
 class PayloadTooLarge(RequestError):
