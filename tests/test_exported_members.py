@@ -28,6 +28,7 @@ def test_package_exports_exactly_its_public_names() -> None:
         "NotFound",
         "Overloaded",
         "PasswordHasher",
+        "PasswordPolicyError",
         "PayloadTooLarge",
         "PermissionDenied",
         "RateLimited",

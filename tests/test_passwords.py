@@ -10,11 +10,15 @@ from typing import Any
 import argon2
 import pytest
 
+import gatepass
+from gatepass import errors
+from gatepass.errors import InvalidRequest
 from gatepass.passwords import (
     MAX_PASSWORD_LENGTH,
-    MIN_PASSWORD_LENGTH,
     PasswordHasher,
     PasswordPolicyError,
+    check_password_policy,
+    common_passwords,
     normalise_password,
 )
 from tests.conftest import FAST_HASHER_PARAMS, PASSWORD
@@ -157,38 +161,84 @@ def test_composed_and_decomposed_accents_verify_alike(fast_hasher: PasswordHashe
     assert fast_hasher.verify_sync(fast_hasher.hash_sync(composed), decomposed).ok
 
 
-@pytest.mark.parametrize("length", [MIN_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH + 1, 100, 1024])
+def uncommon(length: int) -> str:
+    """A password of ``length`` typed characters that is on no list."""
+    return ("Zq9#kP2!vL" * 103)[:length]
+
+
+@pytest.mark.parametrize("length", [8, 9, 100, 1024])
 def test_password_lengths_8_to_1024_accepted(length: int) -> None:
-    assert MIN_PASSWORD_LENGTH == 8
-    assert MAX_PASSWORD_LENGTH == 1024
-    assert normalise_password("p" * length) == "p" * length
+    assert normalise_password(uncommon(length)) == uncommon(length)
 
 
 @pytest.mark.parametrize("length", [0, 1, 7, 1025, 10_000])
 def test_password_lengths_outside_8_to_1024_rejected(length: int) -> None:
-    with pytest.raises(PasswordPolicyError):
-        normalise_password("p" * length)
+    with pytest.raises(PasswordPolicyError, match="8 to 1024 characters"):
+        normalise_password(uncommon(length))
 
 
-def test_length_counted_after_normalisation_short() -> None:
-    # Eight code points, four characters once combined (NFKC composes e + U+0301).
+def test_length_counts_typed_characters_that_nfkc_merges() -> None:
+    # Eight typed code points, four characters once NFKC composes e + U+0301.
     decomposed = "e\u0301" * 4
     assert len(decomposed) == 8
+    assert normalise_password(decomposed) == "\u00e9" * 4
+
+
+def test_length_counts_typed_characters_that_nfkc_expands() -> None:
+    # U+FDFA is one typed code point that NFKC expands to 18 characters.
+    assert len(normalise_password(uncommon(7) + "\ufdfa")) == 7 + 18
     with pytest.raises(PasswordPolicyError):
-        normalise_password(decomposed)
-
-
-def test_length_counted_after_normalisation_expanding() -> None:
-    # U+FDFA is one code point that NFKC expands to 18 characters.
-    assert len(normalise_password("\ufdfa")) == 18
-    too_long = "\ufdfa" * 57  # 57 code points, 1026 characters after NFKC
+        normalise_password("\ufdfa" * 7)
+    assert len(normalise_password("\ufdfa" * 1024)) == 18 * 1024
     with pytest.raises(PasswordPolicyError):
-        normalise_password(too_long)
+        normalise_password("\ufdfa" * 1025)
 
 
-def test_hash_sync_rejects_short_password(fast_hasher: PasswordHasher) -> None:
+def test_common_password_list_is_bundled_with_at_least_ten_thousand_entries() -> None:
+    listed = common_passwords()
+    assert len(listed) >= 10_000
+    assert {"password", "12345678", "qwerty", "iloveyou"} <= listed
+    assert common_passwords() is listed  # read once
+
+
+@pytest.mark.parametrize(
+    "password",
+    # On the list in every spelling: case, full-width forms, surrounding spaces.
+    [
+        "password",
+        "PassWord",
+        "\uff50\uff41\uff53\uff53\uff57\uff4f\uff52\uff44",
+        " password ",
+        "12345678",
+    ],
+)
+def test_common_password_is_refused_in_any_spelling(password: str) -> None:
+    with pytest.raises(PasswordPolicyError, match="commonly used") as info:
+        check_password_policy(password)
+    # One fixed message whatever the password: nothing of it is echoed.
+    assert str(info.value) == "password is on the list of commonly used passwords; choose another"
+
+
+@pytest.mark.parametrize("password", [" " * 8, "\t" * 10, "\u3000" * 8, " \n" * 6])
+def test_white_space_only_password_is_refused(password: str) -> None:
+    with pytest.raises(PasswordPolicyError, match="white space"):
+        check_password_policy(password)
+
+
+def test_hashing_applies_no_policy_so_older_passwords_still_verify() -> None:
+    # "password" was accepted before the list existed; its owner must still sign in
+    # (and be rehashed when the parameters change), not be refused at login.
+    weak = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    strong = PasswordHasher(time_cost=1, memory_cost=2048, parallelism=1)
+    result = strong.verify_sync(weak.hash_sync("password"), "password")
+    assert result.ok
+    assert result.needs_rehash
+    assert strong.verify_sync(strong.hash_sync("password"), "password").ok
+
+
+def test_hash_sync_refuses_over_long_password(fast_hasher: PasswordHasher) -> None:
     with pytest.raises(PasswordPolicyError):
-        fast_hasher.hash_sync("short")
+        fast_hasher.hash_sync("x" * (MAX_PASSWORD_LENGTH + 1))
 
 
 @pytest.mark.parametrize("password", ["abcdefgh\ud800", "\udfffabcdefgh", "abcd\udc80efgh"])
@@ -209,8 +259,13 @@ def test_policy_error_message_never_contains_password() -> None:
     assert "Zq9#" not in str(info.value)
 
 
-def test_policy_error_is_a_value_error() -> None:
-    assert issubclass(PasswordPolicyError, ValueError)
+def test_policy_error_is_a_value_error_and_a_422_invalid_request() -> None:
+    with pytest.raises(PasswordPolicyError) as info:
+        normalise_password("short")
+    assert isinstance(info.value, ValueError)
+    assert isinstance(info.value, InvalidRequest)
+    assert info.value.status == 422
+    assert PasswordPolicyError is errors.PasswordPolicyError is gatepass.PasswordPolicyError
 
 
 # worker threads ------------------------------------------------------------

@@ -7,12 +7,12 @@ framework integrations call it and only translate requests and responses.
 from __future__ import annotations
 
 import logging
-import unicodedata
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from gatepass.authenticator import Identity
 from gatepass.clock import Clock
+from gatepass.emails import MAX_EMAIL_OCTETS, normalise_email
 from gatepass.errors import (
     AuthenticationFailed,
     Conflict,
@@ -35,29 +35,12 @@ from gatepass.revocation import BearerAuthenticator, RevocationView
 from gatepass.sessions import IssuedSession, SessionManager, SessionState, session_state
 from gatepass.stores.base import EmailTaken, Evicted, SessionRecord, Store, UserRecord
 
-MAX_EMAIL_LENGTH = 254
+MAX_EMAIL_LENGTH = MAX_EMAIL_OCTETS  # kept for importers
 DEFAULT_ROLES = ("user",)
-#: Control, format (bidi overrides, zero-width), surrogate, private-use and unassigned.
-_FORBIDDEN_EMAIL_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
 INVALID_CREDENTIALS = "Invalid email or password."
 WRONG_CURRENT_PASSWORD = "Current password is wrong."  # noqa: S105 - a message
 
 audit = logging.getLogger("gatepass.audit")
-
-
-def normalise_email(raw: str) -> str:
-    """Trim, NFC and lower-case an email; raise :class:`ValueError` if it is not one."""
-    email = unicodedata.normalize("NFC", raw.strip()).lower()
-    if not email or len(email) > MAX_EMAIL_LENGTH:
-        raise ValueError("email must be 1 to 254 characters")
-    if any(unicodedata.category(ch) in _FORBIDDEN_EMAIL_CATEGORIES for ch in email):
-        raise ValueError("email contains invalid characters")
-    local, at, domain = email.rpartition("@")
-    if not at or not local or "@" in local or "." not in domain.strip("."):
-        raise ValueError("not an email address")
-    if domain.startswith(".") or domain.endswith(".") or ".." in domain:
-        raise ValueError("not an email address")
-    return email
 
 
 @dataclass(frozen=True, slots=True)

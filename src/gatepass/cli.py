@@ -16,6 +16,7 @@ import click
 from gatepass.config import Settings, load_settings
 from gatepass.core import check_supported
 from gatepass.errors import ConfigError, StoreUnavailable
+from gatepass.stores import migrations
 from gatepass.stores.sql import SqlStore
 from gatepass.tokens import KeyRing, retired_key_retention
 
@@ -139,6 +140,52 @@ def keys_rotate() -> None:
         click.echo(f"signing key is now {key.kid} ({key.alg})")
 
     _run(_with_store(rotate))
+
+
+@main.group()
+def db() -> None:
+    """Inspect and migrate the database schema."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Migrate the schema to the newest revision (safe to run again, and while
+    servers start). Rows a migration had to leave as they were are listed."""
+
+    async def upgrade() -> None:
+        store = SqlStore(_settings().effective_database_url)
+        try:
+            result = await store.upgrade()
+        finally:
+            await store.close()
+        for notice in result.notices:
+            click.echo(f"left unchanged: {notice}")
+        if result.changed:
+            click.echo(f"database upgraded from {result.before or 'none'} to {result.after}")
+        else:
+            click.echo(f"database is at {result.after}, the newest revision")
+
+    _run(upgrade())
+
+
+@db.command("current")
+def db_current() -> None:
+    """Print the schema revision of the database (without changing it)."""
+
+    async def current() -> None:
+        store = SqlStore(_settings().effective_database_url)
+        try:
+            revision = await store.current_revision()
+        finally:
+            await store.close()
+        if revision == migrations.HEAD:
+            click.echo(f"{revision} (newest)")
+        else:
+            click.echo(
+                f"{revision or 'none'} (newest is {migrations.HEAD}: run gatepass db upgrade)"
+            )
+
+    _run(current())
 
 
 def _run(coro: Coroutine[Any, Any, None]) -> None:

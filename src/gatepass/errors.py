@@ -13,6 +13,7 @@ and the HTTP layer never copies them into a response body.
     ├── Overloaded                   password hashing is saturated (503 + ``retry_after``)
     └── RequestError                 the client sent something we refuse (4xx)
         ├── InvalidRequest           malformed or invalid input (400 / 422)
+        │   └── PasswordPolicyError  a new password breaks the policy (422)
         ├── PayloadTooLarge          body over the limit (413)
         ├── UnsupportedMediaType     body of a type we do not read (415)
         ├── AuthenticationFailed     no valid credential (401)
@@ -103,6 +104,17 @@ class InvalidRequest(RequestError):
         self.status = status
         self.title = "Bad Request" if status == 400 else "Unprocessable Content"
         self.problems = tuple(problems)
+
+
+class PasswordPolicyError(InvalidRequest, ValueError):
+    """A new password breaks the policy (length, white space, common, encoding).
+
+    The message names the rule, never the password. Also a :class:`ValueError`,
+    as it was before it joined this hierarchy.
+    """
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, status=422)
 
 
 class PayloadTooLarge(RequestError):

@@ -1,4 +1,9 @@
-"""Password hashing with argon2id, run off the event loop.
+"""The password policy, and password hashing with argon2id run off the event loop.
+
+A new password (registration, change) must pass :func:`check_password_policy`,
+as NIST SP 800-63B asks: 8 to 1024 characters counted as typed (before NFKC),
+not only white space, and not on the bundled list of common passwords. Existing
+hashes are not judged by it: a password set under older rules still verifies.
 
 Passwords are NFKC-normalised before hashing so that the same password typed
 on different keyboards (full-width digits, composed accents) verifies. Hashing
@@ -10,12 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import gzip
 import os
 import threading
 import unicodedata
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from importlib.resources import files
 from typing import TypeVar
 
 from argon2 import PasswordHasher as _Argon2
@@ -24,8 +32,13 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 
 from gatepass.errors import Overloaded
 
+# Re-exported: ``from gatepass.passwords import PasswordPolicyError`` is public API.
+from gatepass.errors import PasswordPolicyError as PasswordPolicyError
+
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 1024
+#: 19,640 common passwords (Django's list; see data/common-passwords.LICENSE).
+COMMON_PASSWORDS_RESOURCE = "data/common-passwords.txt.gz"
 
 #: OWASP's argon2id minimum is m=19 MiB, t=2, p=1; we sit a little above it.
 DEFAULT_TIME_COST = 2
@@ -49,22 +62,60 @@ def _lower_thread_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASHING_THREAD_NICENESS)
 
 
-class PasswordPolicyError(ValueError):
-    """The password is not acceptable (length, encoding). The message never contains it."""
+def _comparable(password: str) -> str:
+    # How the list is compared: NFKC, case folded, surrounding white space ignored.
+    return unicodedata.normalize("NFKC", password).casefold().strip()
 
 
-def normalise_password(password: str) -> str:
-    """Return the NFKC form of ``password``, or raise :class:`PasswordPolicyError`."""
+@functools.cache
+def common_passwords() -> frozenset[str]:
+    """The bundled list of common passwords, read once on first use."""
+    data = files("gatepass").joinpath(COMMON_PASSWORDS_RESOURCE).read_bytes()
+    lines = gzip.decompress(data).decode("utf-8").splitlines()
+    return frozenset(_comparable(line) for line in lines if line.strip())
+
+
+def check_password_policy(password: str) -> None:
+    """Raise :class:`PasswordPolicyError` unless ``password`` may be set as a new one.
+
+    The message names the rule that failed, never the password.
+    """
     try:
         password.encode("utf-8")
     except UnicodeEncodeError:
         raise PasswordPolicyError("password is not valid Unicode text") from None
-    normalised = unicodedata.normalize("NFKC", password)
-    if not MIN_PASSWORD_LENGTH <= len(normalised) <= MAX_PASSWORD_LENGTH:
+    # Counted as typed: NFKC may expand a character (U+FB00 is "ff") or merge two.
+    if not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
         raise PasswordPolicyError(
-            f"password must be {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters"
+            f"password must be {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters long"
         )
-    return normalised
+    if password.isspace():
+        raise PasswordPolicyError("password must not be only white space")
+    if _comparable(password) in common_passwords():
+        raise PasswordPolicyError(
+            "password is on the list of commonly used passwords; choose another"
+        )
+
+
+def normalise_password(password: str) -> str:
+    """Check a new password against the policy; return the NFKC form that is hashed."""
+    check_password_policy(password)
+    return unicodedata.normalize("NFKC", password)
+
+
+def _hashable(password: str) -> str:
+    """The NFKC form that argon2 sees, for any password that may have been set.
+
+    No policy here beyond valid text and the length cap: a password set under
+    older rules must still verify (and be rehashed).
+    """
+    try:
+        password.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PasswordPolicyError("password is not valid Unicode text") from None
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise PasswordPolicyError(f"password must be at most {MAX_PASSWORD_LENGTH} characters")
+    return unicodedata.normalize("NFKC", password)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,11 +183,11 @@ class PasswordHasher:
         self._pending -= 1
 
     def hash_sync(self, password: str) -> str:
-        return self._hasher.hash(normalise_password(password))
+        return self._hasher.hash(_hashable(password))
 
     def verify_sync(self, stored_hash: str, password: str) -> VerifyResult:
         try:
-            candidate = normalise_password(password)
+            candidate = _hashable(password)
         except PasswordPolicyError:
             # Still spend the time of a verify so a short password is not a timing oracle.
             self._spend_dummy_verify()
@@ -175,5 +226,7 @@ class PasswordHasher:
         return await self._off_loop(self.dummy_verify_sync, password)
 
     async def warm_up(self) -> None:
-        """Compute the dummy hash now, so the first unknown-email login costs what others do."""
+        """Compute the dummy hash and read the common-password list now, so neither
+        the first unknown-email login nor the first registration pays for it."""
         await self._off_loop(self._spend_dummy_verify)
+        await asyncio.get_running_loop().run_in_executor(None, common_passwords)

@@ -28,6 +28,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import make_url
@@ -36,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.sql.elements import ColumnElement
 
 from gatepass.errors import DuplicateRecord, StoreUnavailable
+from gatepass.stores import migrations
 from gatepass.stores.base import (
     EmailTaken,
     Evicted,
@@ -60,7 +62,7 @@ users = Table(
     Column("roles", Text, nullable=False),
     Column("created_at", Float, nullable=False),
     Column("tokens_valid_after", Float, nullable=False, default=0.0),
-    Column("credential_version", Integer, nullable=False, default=0),
+    Column("credential_version", Integer, nullable=False, default=0, server_default="0"),
 )
 
 sessions = Table(
@@ -158,6 +160,9 @@ _SESSION_WITH_USER = select(
 ).join(users, users.c.id == sessions.c.user_id)
 
 
+#: Key of the PostgreSQL advisory lock that serialises migrations ("gatepass" in ASCII).
+_MIGRATION_LOCK = 0x6761746570617373
+
 _SECRET_BY_NAME = select(secrets_table.c.value).where(secrets_table.c.name == bindparam("name"))
 
 
@@ -236,8 +241,9 @@ def _prepare_sqlite_file(url: str) -> None:
 class SqlStore:
     """Users, sessions and secrets in one SQL database."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(self, url: str, *, echo: bool = False, auto_upgrade: bool = False) -> None:
         self._url = url
+        self._auto_upgrade = auto_upgrade
         self._is_sqlite = make_url(url).get_backend_name() == "sqlite"
         if self._is_sqlite:
             _prepare_sqlite_file(url)
@@ -268,8 +274,72 @@ class SqlStore:
             raise StoreUnavailable(f"database error: {type(exc).__name__}") from exc
 
     async def start(self) -> None:
+        """Make the schema current: SQLite always migrates itself; another database
+        only with ``auto_upgrade`` (else it must already be current)."""
+        if self._is_sqlite or self._auto_upgrade:
+            await self.upgrade()
+            return
+        revision = await self.current_revision()
+        if revision != migrations.HEAD:
+            raise StoreUnavailable(
+                f"database schema is at revision {revision or 'none'}, this gatepass needs "
+                f"{migrations.HEAD}: run `gatepass db upgrade`"
+            )
+
+    async def upgrade(self) -> migrations.UpgradeResult:
+        """Migrate the schema to the newest revision, one process at a time."""
+        async with self._migration_tx() as conn:
+            return await conn.run_sync(migrations.upgrade)
+
+    async def current_revision(self) -> str | None:
+        """The schema revision stamped in the database (``None``: unversioned or empty)."""
         async with self._tx() as conn:
-            await conn.run_sync(metadata.create_all)
+            return await conn.run_sync(migrations.current_revision)
+
+    @asynccontextmanager
+    async def _migration_tx(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction that holds the database's write lock from its first statement.
+
+        SQLite: ``BEGIN IMMEDIATE``, so a second process starting at the same time
+        waits (busy timeout) and then finds the schema current. Foreign keys are off
+        meanwhile, as SQLite asks for schema changes: batch mode recreates tables,
+        and dropping the old copy must not cascade into the rows that point at it;
+        the keys are checked before the commit. PostgreSQL: a transaction-scoped
+        advisory lock (its DDL is transactional).
+        """
+        try:
+            async with self.engine.connect() as conn:
+                if not self._is_sqlite:
+                    async with conn.begin():
+                        await conn.execute(
+                            text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK}
+                        )
+                        yield conn
+                    return
+                await conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+                await conn.commit()
+                try:
+                    await conn.exec_driver_sql("BEGIN IMMEDIATE")
+                    try:
+                        yield conn
+                        broken = (await conn.exec_driver_sql("PRAGMA foreign_key_check")).first()
+                        if broken is not None:
+                            raise StoreUnavailable(
+                                f"migration left rows of {broken[0]} without their parent"
+                            )
+                    except BaseException:
+                        await conn.rollback()
+                        raise
+                    await conn.commit()
+                finally:
+                    await conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                    await conn.commit()
+        except DBAPIError as exc:
+            raise StoreUnavailable(
+                f"database error: {type(exc.orig).__name__}: {exc.orig}"
+            ) from exc
+        except (SQLAlchemyError, OSError) as exc:
+            raise StoreUnavailable(f"database error: {type(exc).__name__}") from exc
 
     async def close(self) -> None:
         await self.engine.dispose()
