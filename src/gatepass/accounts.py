@@ -19,7 +19,6 @@ from gatepass.errors import (
     CredentialsChanged,
     InvalidRequest,
     NotFound,
-    Overloaded,
     RateLimited,
 )
 from gatepass.metrics import Metrics
@@ -159,9 +158,6 @@ class Accounts:
         ``stored_hash`` is awaited inside the throttled section; ``None`` (no such
         account) costs a dummy verify, so both cases take the same time.
         """
-        if self._hasher.saturated:
-            # Refused before it counts against anyone's limits.
-            raise Overloaded()
         try:
             self._throttle.check(account, ip, device)
         except RateLimited:
@@ -336,8 +332,6 @@ class Accounts:
         user = await self._store.get_user(identity.user.id)
         if user is None:
             raise AuthenticationFailed()
-        if self._hasher.saturated:
-            raise Overloaded()
         self._guard.check(credential)
         settled = False
         try:
