@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from gatepass.authenticator import Identity
 from gatepass.clock import Clock
+from gatepass.devices import DeviceCookies
 from gatepass.emails import MAX_EMAIL_OCTETS, normalise_email
 from gatepass.errors import (
     AuthenticationFailed,
@@ -67,6 +68,7 @@ class Accounts:
         refresh_tokens: RefreshTokens,
         revocations: RevocationView,
         bearer: BearerAuthenticator,
+        devices: DeviceCookies,
         throttle: LoginThrottle,
         metrics: Metrics,
         clock: Clock,
@@ -80,6 +82,7 @@ class Accounts:
         self._refresh = refresh_tokens
         self._revocations = revocations
         self._bearer = bearer
+        self._devices = devices
         self._throttle = throttle
         self._guard = CredentialGuard(max_failures=max_failures)
         self._metrics = metrics
@@ -104,13 +107,13 @@ class Accounts:
         return user
 
     async def verify_password_login(
-        self, email: str, password: str, ip: str | None, *, device: str | None = None
+        self, email: str, password: str, ip: str | None, *, device_cookie: str | None = None
     ) -> UserRecord:
         """Check a password login under the throttle. Unknown email and wrong password
         fail identically (same error, same time).
 
-        ``device`` is the verified ID of the client's device cookie for this account
-        (:meth:`gatepass.devices.DeviceCookies.device_for`): such a client is counted
+        ``device_cookie`` is the client's device cookie, if any: when it is genuine
+        and bound to this account (:mod:`gatepass.devices`), the client is counted
         on its own, so a lockout made by guessing elsewhere does not refuse it.
 
         The user returned is as read *before* the password was checked: what the
@@ -118,6 +121,7 @@ class Accounts:
         changed since (:attr:`UserRecord.credential_version`).
         """
         account = self.account_key(email)
+        device = self._devices.device_for(device_cookie, account)
         user: UserRecord | None = None
 
         async def find_user() -> str | None:

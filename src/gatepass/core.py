@@ -112,6 +112,7 @@ class Gatepass:
             self.refresh_tokens,
             self.revocations,
             bearer,
+            self.devices,
             self.throttle,
             self.metrics,
             clock,

@@ -30,7 +30,7 @@ from gatepass.server.context import (
     gatepass,
     ip_of,
     login_csrf_cookie_name,
-    presented_device,
+    presented_device_cookie,
     presented_session_cookie,
     request_cookie,
     set_device_cookie,
@@ -145,9 +145,8 @@ async def _login(request: Request, form: bool) -> Response:
     if form:
         _check_login_form_token(request, fields)
     body = validate(LoginIn, fields)
-    account = gp.accounts.account_key(body.email)
     user = await gp.accounts.verify_password_login(
-        body.email, body.password, ip_of(request), device=presented_device(request, account)
+        body.email, body.password, ip_of(request), device_cookie=presented_device_cookie(request)
     )
     response: Response
     if body.client != "web":

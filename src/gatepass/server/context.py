@@ -117,15 +117,12 @@ def device_cookie_name(gp: Gatepass) -> str:
     return DEVICE_COOKIE_SECURE if gp.settings.cookie_secure else DEVICE_COOKIE_DEV
 
 
-def presented_device(request: Request, account: str | None) -> str | None:
-    """The verified device ID of the request's device cookie for ``account``, or
-    ``None`` (no cookie, two of them, forged, expired, or another account's)."""
-    gp = gatepass(request)
+def presented_device_cookie(request: Request) -> str | None:
+    """The request's device cookie, or ``None`` when absent or sent twice."""
     try:
-        value = request_cookie(request, device_cookie_name(gp))
+        return request_cookie(request, device_cookie_name(gatepass(request)))
     except AmbiguousCookie:
         return None
-    return gp.devices.device_for(value, account)
 
 
 def set_device_cookie(response: Response, gp: Gatepass, account: str) -> None:
