@@ -111,6 +111,10 @@ def vm_rss_kib(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
+def new_log(server: RunningServer, since: int) -> str:
+    return server.logs()[since:]
+
+
 # Huge heads
 
 
@@ -265,6 +269,21 @@ def test_endless_body_after_the_answer_does_not_keep_the_connection(
                 break
             closed, _ = read_until_closed(sock, time.monotonic() + 0.2)
     assert closed, "the server kept reading a body it had already answered"
+
+
+def test_client_hanging_up_mid_body_is_no_error(server: RunningServer) -> None:
+    since = len(server.logs())
+    with connect(server) as sock:
+        sock.sendall(
+            b"POST /auth/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 1000\r\n\r\n{"email": "a@'
+        )
+        time.sleep(0.2)  # let the application start reading the body
+    time.sleep(0.5)
+    assert httpx.get(f"{server.url}/healthz").status_code == 200
+    logged = new_log(server, since)
+    assert "Traceback" not in logged, logged
+    assert not [line for line in logged.splitlines() if "ERROR" in line], logged
 
 
 # Many connections
