@@ -271,6 +271,41 @@ def test_endless_body_after_the_answer_does_not_keep_the_connection(
     assert closed, "the server kept reading a body it had already answered"
 
 
+def test_endless_chunked_trailers_are_cut_off(server: RunningServer) -> None:
+    rss_before = vm_rss_kib(server.pid)
+    trailer = b"X-Trailer: " + b"t" * 1000 + b"\r\n"
+    sent = 0
+    with connect(server) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+        sock.sendall(
+            b"POST /auth/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n"
+        )
+        try:
+            while sent < 8 * MIB:
+                sock.sendall(trailer * 64)
+                sent += len(trailer) * 64
+                time.sleep(0.002)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        closed, _ = read_until_closed(sock, time.monotonic() + DROP_DEADLINE)
+    assert sent < 8 * MIB, "the server read 8 MiB of trailers"
+    assert closed
+    assert vm_rss_kib(server.pid) - rss_before < 4 * 1024
+
+
+def test_body_in_one_byte_chunks_is_still_read(server: RunningServer) -> None:
+    body = json.dumps({"email": "nobody@example.com", "password": "x" * 2000}).encode()
+    chunks = b"".join(b"1\r\n" + body[i : i + 1] + b"\r\n" for i in range(len(body)))
+    with connect(server) as sock:
+        sock.sendall(
+            b"POST /auth/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n"
+        )
+        response = read_response(sock, time.monotonic() + 30)
+    assert response.status == 401, response  # read whole and judged: no such account
+
+
 def test_client_hanging_up_mid_body_is_no_error(server: RunningServer) -> None:
     since = len(server.logs())
     with connect(server) as sock:

@@ -18,7 +18,11 @@ the server buffer a header of any size. :class:`LimitedHttpToolsProtocol` adds:
   is closed when more of that body arrives, instead of reading and discarding
   whatever the client keeps sending.
 
-The parts of a request after its head (the body) are bounded by the application
+- in a chunked body, the chunk lines, extensions and trailers beyond
+  :data:`CHUNK_FRAMING_ALLOWANCE` bytes per chunk count against the same cap:
+  the parser buffers trailers like headers. Over it, the connection is closed.
+
+The body's data itself is bounded by the application
 (:data:`gatepass.server.requests.MAX_BODY_BYTES`).
 
 Cost on the hot path: one overridden call and a length comparison per read; a
@@ -47,6 +51,10 @@ from gatepass.server.problems import PROBLEM_MEDIA_TYPE
 logger = logging.getLogger("gatepass.server")
 #: At most one warning about refused connections per this many seconds.
 REFUSAL_WARNING_INTERVAL = 10.0
+#: Bytes of framing each chunk of a chunked body may bring for free ("1\r\nX\r\n" is
+#: 4 besides its data); beyond that, framing and trailers count against the head cap.
+#: Go's net/http draws the same line (16 bytes per chunk) against chunk floods.
+CHUNK_FRAMING_ALLOWANCE = 16
 #: File descriptors a process needs besides its client connections (stores, logs).
 FD_HEADROOM = 64
 
@@ -133,6 +141,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._head_timer: TimerHandle | None = None
         self._head_deadline = 0.0
+        # Body bytes received minus body bytes delivered (chunk framing, trailers),
+        # and the chunks seen, of the current request.
+        self._framing_bytes = 0
+        self._chunks = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         if len(self.connections) >= self._limits.max_connections:
@@ -161,7 +173,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 # the rest would let a client keep the connection forever.
                 self.transport.close()
                 return
+            self._framing_bytes += len(data)
             super().data_received(data)
+            if (
+                self._framing_bytes - CHUNK_FRAMING_ALLOWANCE * self._chunks
+                > self._limits.max_header_bytes
+                and not self.transport.is_closing()
+            ):
+                self._refuse_framing()
             return
         room = self._limits.max_header_bytes - self._head_bytes
         part = data if len(data) <= room else data[:room]
@@ -171,7 +190,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self.cycle is not cycle:
             # A head is complete. Bytes of a request pipelined behind it in this
             # read are not counted: the cap can be exceeded by at most one read.
-            self._head_bytes = 0
+            self._head_bytes = self._framing_bytes = self._chunks = 0
             if self._head_timer is not None:
                 self._head_timer.cancel()
                 self._head_timer = None
@@ -185,6 +204,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         elif self._head_timer is None and self._head_bytes:
             # A further request on a keep-alive connection has begun.
             self._arm_head_timer()
+
+    def on_body(self, body: bytes) -> None:
+        self._framing_bytes -= len(body)
+        super().on_body(body)
+
+    def on_chunk_header(self) -> None:
+        self._chunks += 1
 
     # Refusals
 
@@ -211,6 +237,17 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self._can_answer():
             detail = "The request line and headers are too large."
             self.transport.write(_problem_response(431, detail, self.server_state.default_headers))
+        self.transport.close()
+
+    def _refuse_framing(self) -> None:
+        # A chunked body whose chunk lines, extensions or trailers (which the parser
+        # buffers like headers) outgrow the head cap. The application is still
+        # reading this request, so there is no answer to give: only close.
+        logger.warning(
+            "%schunk framing or trailers over GATEPASS_MAX_HEADER_BYTES (%d): closed",
+            self._client_prefix(),
+            self._limits.max_header_bytes,
+        )
         self.transport.close()
 
     def _arm_head_timer(self) -> None:
