@@ -217,11 +217,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         # Same as uvicorn's, as problem+json like every other error of the server.
         self._cancel_head_timer()
-        if not self.transport.is_closing():
-            self.transport.write(
-                _problem_response(400, "Invalid HTTP request.", self.server_state.default_headers)
-            )
-            self.transport.close()
+        if self.transport.is_closing():
+            return
+        if self._can_answer():
+            detail = "Invalid HTTP request."
+            self.transport.write(_problem_response(400, detail, self.server_state.default_headers))
+        self.transport.close()
 
     def _can_answer(self) -> bool:
         """Whether an answer now would not interleave with a response in progress."""
