@@ -134,6 +134,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self._limits = limits
+        self._max_head = limits.max_header_bytes  # read on every request: one lookup
         self._refusals = refusals
         self._refused = False
         # Bytes received since the last head was complete (or the connection began)
@@ -176,17 +177,16 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._framing_bytes += len(data)
             super().data_received(data)
             if (
-                self._framing_bytes - CHUNK_FRAMING_ALLOWANCE * self._chunks
-                > self._limits.max_header_bytes
+                self._framing_bytes - CHUNK_FRAMING_ALLOWANCE * self._chunks > self._max_head
                 and not self.transport.is_closing()
             ):
                 self._refuse_framing()
             return
-        room = self._limits.max_header_bytes - self._head_bytes
+        room = self._max_head - self._head_bytes
         part = data if len(data) <= room else data[:room]
         self._head_bytes += len(part)
         # The parser is never fed more head than the cap.
-        super().data_received(part)
+        HttpToolsProtocol.data_received(self, part)
         if self.cycle is not cycle:
             # A head is complete. Bytes of a request pipelined behind it in this
             # read are not counted: the cap can be exceeded by at most one read.
