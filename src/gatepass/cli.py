@@ -49,6 +49,7 @@ def serve(host: str | None, port: int | None, workers: int, log_level: str) -> N
     import uvicorn
 
     from gatepass.server.app import create_app
+    from gatepass.server.protocol import ConnectionLimits, protocol_factory, raise_fd_limit
 
     settings = _settings(host=host, port=port)
     try:
@@ -56,9 +57,18 @@ def serve(host: str | None, port: int | None, workers: int, log_level: str) -> N
     except ConfigError as exc:
         _fail(str(exc))
     click.echo(f"gatepass serving on http://{settings.host}:{settings.port}", err=True)
+    raise_fd_limit(settings.max_connections)
+    limits = ConnectionLimits(
+        max_header_bytes=settings.max_header_bytes,
+        header_timeout=settings.header_timeout,
+        max_connections=settings.max_connections,
+    )
     common: dict[str, object] = {
         "host": settings.host,
         "port": settings.port,
+        # httptools with a cap and a deadline on request heads and a cap on
+        # connections; uvicorn's own protocols have none of them.
+        "http": protocol_factory(limits),
         # Client addresses come from GATEPASS_TRUSTED_PROXIES only, not from uvicorn.
         "proxy_headers": False,
         "server_header": False,

@@ -136,6 +136,12 @@ class Settings(BaseSettings):
     #: Bearer token /metrics asks for; unset, /metrics answers loopback clients only.
     metrics_token: SecretStr | None = Field(default=None, repr=False)
     # ----------------------------------------------------------------------------------
+    # HTTP layer limits of `gatepass serve` (server/protocol.py), safe without a
+    # proxy in front: the request line and headers of one request, in bytes; the
+    # seconds a client has to send them; open connections per process.
+    max_header_bytes: PositiveInt = 32_768
+    header_timeout: PositiveInt = 10
+    max_connections: PositiveInt = 1000
     #: Where the embedded default keeps its state. Not an environment setting.
     data_dir: Path = Field(default_factory=lambda: Path.cwd() / DATA_DIR_NAME, exclude=True)
 

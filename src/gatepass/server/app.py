@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -67,6 +67,14 @@ async def _overloaded(request: Request, exc: Exception) -> Response:
 async def _store_unavailable(request: Request, exc: Exception) -> Response:
     logger.error("store unavailable: %s", exc)
     return problem(503, "A store is unreachable. Try again later.", headers={"Retry-After": "5"})
+
+
+async def _client_disconnect(request: Request, exc: Exception) -> Response:
+    # The client went away mid-request: nothing failed here, and nobody is left to
+    # answer (uvicorn drops this response). Handled here, it never reaches the
+    # catch-all below, whose exception the server would log with a traceback.
+    logger.debug("client disconnected during %s %s", request.method, request.url.path)
+    return problem(400, "The client disconnected.")
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
@@ -140,6 +148,7 @@ def create_app(
             HTTPException: _http_exception,
             StoreUnavailable: _store_unavailable,
             Overloaded: _overloaded,
+            ClientDisconnect: _client_disconnect,
             Exception: _server_error,
         },
         lifespan=lifespan,
