@@ -16,13 +16,14 @@ from gatepass.core import Gatepass
 from gatepass.errors import ConfigError, DuplicateRecord, StoreUnavailable
 from gatepass.server import app as server_app
 from gatepass.sessions import CookieSigner, SessionManager, SessionPolicy
-from gatepass.stores.base import SessionRecord, SigningKeyRecord, UserRecord
+from gatepass.stores.base import SessionLimit, SessionRecord, SigningKeyRecord, UserRecord
 from gatepass.stores.sql import SqlStore
 from gatepass.tokens import KeyRing
 from tests.conftest import FakeClock
 from tests.e2e_support import run_serve_expecting_exit
 
 SECRET = "a-session-secret-of-at-least-32-characters"
+LIMIT = SessionLimit(max_per_user=10, idle_timeout=100, absolute_timeout=1000)
 SRC = Path(gatepass.__file__).parent
 
 
@@ -56,9 +57,9 @@ async def test_duplicate_insert_raises_a_gatepass_error_not_a_driver_error(
 ) -> None:
     user = await store.create_user("ada@example.com", "$argon2id$x", ("user",), clock())
     record = SessionRecord("h" * 64, "handle", user.id, "csrf", clock(), clock(), None, None)
-    await store.insert_session(record, credential_version=0, max_per_user=10)
+    await store.insert_session(record, credential_version=0, limit=LIMIT)
     with pytest.raises(DuplicateRecord):
-        await store.insert_session(record, credential_version=0, max_per_user=10)
+        await store.insert_session(record, credential_version=0, limit=LIMIT)
 
 
 class SlowFirstRead:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
@@ -17,7 +19,7 @@ from gatepass.config import Settings
 from gatepass.core import Gatepass
 from gatepass.errors import RateLimited
 from gatepass.passwords import PasswordHasher
-from gatepass.ratelimit import LoginThrottle, ip_key
+from gatepass.ratelimit import CredentialGuard, LoginThrottle, ip_key
 from gatepass.server.app import create_app
 from gatepass.stores.sql import SqlStore
 from tests.conftest import (
@@ -47,9 +49,12 @@ def other_client(client: TestClient, peer: str = "198.51.100.7") -> TestClient:
     )
 
 
-def attempt(client: TestClient, password: str, kind: str = "web") -> int:
+def attempt(
+    client: TestClient, password: str, kind: str = "web", *, device_cookie: str | None = None
+) -> int:
     body = {"email": EMAIL, "password": password, "client": kind}
-    return client.post("/auth/login", json=body).status_code
+    headers = {"Cookie": f"{DEVICE_COOKIE}={device_cookie}"} if device_cookie else None
+    return client.post("/auth/login", json=body, headers=headers).status_code
 
 
 # item 2: a cached hash on the Bearer path ---------------------------------------
@@ -234,14 +239,18 @@ def test_device_cookie_of_another_account_or_forged_one_gives_no_trust(
     register(client, "mallory@example.com")
     attacker = other_client(client)
     login(attacker, "mallory@example.com")  # a genuine device cookie, for another account
-    mallorys = attacker.cookies.get(DEVICE_COOKIE)
-    assert mallorys
+    assert attacker.cookies.get(DEVICE_COOKIE)
     for n in range(3):
         assert attempt(attacker, f"guess number {n}") == 401
     assert attempt(attacker, PASSWORD) == 429
+    # A cookie bound to the right account whose signature is not the server's.
+    genuine = client.app.state.gatepass.devices.issue(EMAIL)  # type: ignore[attr-defined]
+    payload, _, signature = genuine.rpartition(".")
+    tampered = f"{payload}.{signature[::-1]}"
+    assert tampered != genuine
     forged = other_client(client, "203.0.113.10")
-    forged.cookies.set(DEVICE_COOKIE, mallorys[:-4] + "AAAA", domain="testserver")
-    assert attempt(forged, PASSWORD) == 429
+    assert attempt(forged, PASSWORD, device_cookie=tampered) == 429
+    assert attempt(forged, PASSWORD, device_cookie=genuine) == 200  # genuinely signed
 
 
 def test_guesses_with_a_device_cookie_lock_only_that_device(
@@ -265,6 +274,9 @@ def test_device_cookie_is_set_only_by_a_sign_in_that_grants(client: TestClient) 
     cookie = client.cookies.get(DEVICE_COOKIE)
     assert cookie
     assert EMAIL not in cookie
+    # The account tag is keyed: a plain hash of a guessed address does not match it.
+    plain = base64.urlsafe_b64encode(hashlib.sha256(EMAIL.encode()).digest()[:16])
+    assert plain.rstrip(b"=").decode() not in cookie
 
 
 # item 7: IPv6 and full tables -----------------------------------------------------
@@ -354,3 +366,107 @@ def test_a_flood_of_sign_ins_keeps_the_session_list_bounded(
     assert client.get("/auth/me", headers=bearer(first["access_token"])).status_code == 401
     refreshed = client.post("/auth/refresh", json={"refresh_token": first["refresh_token"]})
     assert refreshed.status_code == 401
+
+
+# found in review of the fixes -------------------------------------------------------
+
+
+def test_client_supplied_forwarded_line_cannot_pose_as_loopback(
+    make_client: Callable[..., TestClient],
+) -> None:
+    # A trusted proxy that adds its own X-Forwarded-For line (HAProxy's forwardfor)
+    # after the one the client sent.
+    client = make_client(trusted_proxies="127.0.0.1")
+    response = client.get(
+        "/metrics",
+        headers=[("X-Forwarded-For", "127.0.0.1"), ("X-Forwarded-For", "203.0.113.5")],
+    )
+    assert response.status_code == 403
+
+
+def test_expired_sessions_do_not_count_toward_the_limit(
+    make_client: Callable[..., TestClient], clock: FakeClock
+) -> None:
+    client = make_client(
+        max_sessions_per_user="2", session_idle_timeout="1800", session_absolute_timeout="3600"
+    )
+    register(client)
+    old = other_client(client)
+    login(old)  # t=0: expires at t=3600 whatever happens
+    clock.advance(1500)
+    assert old.get("/auth/me").status_code == 200
+    clock.advance(500)
+    live = other_client(client)
+    login(live)  # t=2000
+    clock.advance(1000)
+    assert old.get("/auth/me").status_code == 200  # t=3000: seen later than the live one
+    clock.advance(601)  # t=3601: the old one has expired, the live one has not
+    login(other_client(client))
+    assert live.get("/auth/me").status_code == 200
+
+
+def test_refresh_with_a_foreign_origin_is_refused(client: TestClient) -> None:
+    register(client)
+    pair = token_login(client)
+    response = client.post(
+        "/auth/refresh",
+        json={"refresh_token": pair["refresh_token"]},
+        headers={"Origin": "https://evil.example"},
+    )
+    assert response.status_code == 403
+    retry = client.post("/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+    assert retry.status_code == 200  # the refused request spent nothing
+
+
+def test_full_throttle_table_evicts_idle_entries_before_counting_ones(clock: FakeClock) -> None:
+    throttle = LoginThrottle(max_failures=3, lockout=60, ip_limit=10_000, clock=clock, max_keys=20)
+    for n in range(10):
+        throttle.check(f"idle{n}@example.com", None)
+        throttle.record_success(f"idle{n}@example.com")
+        throttle.check(f"idle{n}@example.com", None)
+        throttle.abandon(f"idle{n}@example.com")
+    for n in range(9):
+        throttle.check(f"guessed{n}@example.com", None)
+        throttle.record_failure(f"guessed{n}@example.com")
+        throttle.check(f"guessed{n}@example.com", None)
+        throttle.record_failure(f"guessed{n}@example.com")
+    throttle.check("newcomer@example.com", None)  # the table is full: prune
+    for n in range(9):
+        # Two failures are still counted: the third locks.
+        throttle.check(f"guessed{n}@example.com", None)
+        assert throttle.record_failure(f"guessed{n}@example.com")
+
+
+def test_full_credential_guard_refuses_rather_than_reset_a_count() -> None:
+    guard = CredentialGuard(max_failures=3, max_keys=4)
+    for n in range(4):
+        guard.check(f"session:{n}")
+        guard.record_failure(f"session:{n}")
+    with pytest.raises(RateLimited):
+        guard.check("session:new")
+    guard.check("session:0")  # the counted ones keep their counts
+    guard.record_failure("session:0")
+    guard.check("session:0")
+    assert guard.record_failure("session:0")
+
+
+def test_password_change_cannot_renew_a_session_another_node_just_ended(
+    make_client: Callable[..., TestClient], clock: FakeClock
+) -> None:
+    node_a, node_b = make_client(), make_client()
+    register(node_a)
+    csrf = login(node_b)
+    assert node_b.get("/auth/me").status_code == 200  # cached on B for up to a second
+    access = token_login(node_a)["access_token"]
+    assert node_a.post("/auth/logout-all", headers=bearer(access)).status_code == 204
+    response = node_b.post(
+        "/auth/password",
+        json={"current_password": PASSWORD, "new_password": NEW_PASSWORD},
+        headers={"X-CSRF-Token": csrf, "Origin": BASE_URL},
+    )
+    assert response.status_code == 401
+    assert "set-cookie" not in response.headers  # no renewed session
+    clock.advance(2)  # past B's one-second session cache
+    assert node_b.get("/auth/me").status_code == 401
+    node_a.cookies.clear()
+    assert login(node_a)  # the password did not change

@@ -37,7 +37,7 @@ async def test_prune_deletes_only_what_has_expired(
         user = await gp.accounts.register("ada@example.com", PASSWORD)
         idle, _ = await gp.sessions.create(user, ip=None, user_agent=None, max_per_user=100)
         old_pair, _ = await gp.refresh_tokens.start_family(
-            user, ip=None, user_agent=None, max_per_user=100
+            user, ip=None, user_agent=None, limit=gp.sessions.policy.limit(100)
         )
         clock.advance(90)
         busy, _ = await gp.sessions.create(user, ip=None, user_agent=None, max_per_user=100)
@@ -49,7 +49,7 @@ async def test_prune_deletes_only_what_has_expired(
         assert await gp.sessions.load(idle.cookie_value) is None
         clock.advance(400)  # the family is past its 500 s lifetime
         fresh, _ = await gp.refresh_tokens.start_family(
-            user, ip=None, user_agent=None, max_per_user=100
+            user, ip=None, user_agent=None, limit=gp.sessions.policy.limit(100)
         )
         await gp.prune()
         assert _count(db, "gatepass_refresh_families") == 1

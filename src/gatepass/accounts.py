@@ -6,6 +6,7 @@ framework integrations call it and only translate requests and responses.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from gatepass.errors import (
     CredentialsChanged,
     InvalidRequest,
     NotFound,
+    Overloaded,
     RateLimited,
 )
 from gatepass.metrics import Metrics
@@ -135,9 +137,12 @@ class Accounts:
             raise AuthenticationFailed(INVALID_CREDENTIALS)
         self._metrics.logins.labels(result="success").inc()
         if result.needs_rehash:
-            await self._store.set_password_hash(
-                user.id, await self._hasher.hash(password), previous=user.password_hash
-            )
+            # Best effort: the password was right, so a full hashing queue must not
+            # turn the sign-in into a refusal; the next sign-in rehashes instead.
+            with contextlib.suppress(Overloaded):
+                await self._store.set_password_hash(
+                    user.id, await self._hasher.hash(password), previous=user.password_hash
+                )
         return user
 
     @staticmethod
@@ -224,7 +229,7 @@ class Accounts:
             user,
             ip=ip,
             user_agent=user_agent,
-            max_per_user=self._max_sessions,
+            limit=self._sessions.policy.limit(self._max_sessions),
             detail=INVALID_CREDENTIALS,
         )
         await self._after_eviction(user, evicted)
@@ -369,6 +374,12 @@ class Accounts:
         except PasswordPolicyError as exc:
             raise InvalidRequest(str(exc)) from None
         user = await self.verify_current_password(identity, current_password)
+        if identity.session is not None and user.credential_version != (
+            identity.user.credential_version
+        ):
+            # The session was read (from a cache of up to a second) before a
+            # logout-all or password change elsewhere: it must not be renewed.
+            raise CredentialsChanged()
         new_hash = await self._hasher.hash(new_password)
         previous = await self._store.list_sessions(user.id)
         issued = None

@@ -24,6 +24,7 @@ from pydantic_settings import (
 )
 
 from gatepass.errors import ConfigError
+from gatepass.passwords import DEFAULT_MAX_PENDING
 
 ENV_PREFIX = "GATEPASS_"
 DATA_DIR_NAME = ".gatepass"
@@ -128,7 +129,7 @@ class Settings(BaseSettings):
     # sign-in beyond it ends the least recently used one), and password hashes
     # queued or running per process before new password work is refused (503).
     max_sessions_per_user: PositiveInt = 100
-    password_queue_limit: PositiveInt = 16
+    password_queue_limit: PositiveInt = DEFAULT_MAX_PENDING
     # --- the server's own origin and /metrics access ----------------------------------
     #: Base URL the server is reached at: its origin is the own origin for CSRF
     #: (never the Host header); later the base of links. Default: the issuer.

@@ -3,9 +3,10 @@ guessing from elsewhere has locked the account (OWASP "Slow Down Online
 Guessing Attacks with Device Cookies").
 
 A device cookie is issued only by a sign-in that granted a session or a token
-pair. It names a random device ID and the account it is bound to (as a hash of
-the normalised address, so the cookie does not carry the address), signed with
-the session secrets (the first signs, all verify) and timestamped, so it expires.
+pair. It names a random device ID and the account it is bound to (as a keyed
+hash of the normalised address, so the cookie neither carries the address nor
+lets its holder confirm a guessed one), signed with the session secrets (the
+first signs, all verify) and timestamped, so it expires.
 Presented with a sign-in for that same account, it lets the throttle count the
 attempt against that device alone instead of against the account's untrusted
 clients. A forged, expired or other account's cookie makes the client untrusted,
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import secrets
 from collections.abc import Sequence
 
@@ -32,8 +34,13 @@ MAX_DEVICE_COOKIE_LENGTH = 256
 _SALT = "gatepass.device-cookie"
 
 
-def _account_tag(account: str) -> str:
-    digest = hashlib.sha256(account.encode("utf-8", "surrogatepass")).digest()[:16]
+_TAG_CONTEXT = b"gatepass.device-account\x00"
+TAG_BYTES = 16
+
+
+def _account_tag(secret: str, account: str) -> str:
+    message = _TAG_CONTEXT + account.encode("utf-8", "surrogatepass")
+    digest = hmac.new(secret.encode("utf-8"), message, hashlib.sha256).digest()[:TAG_BYTES]
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
@@ -56,6 +63,7 @@ class DeviceCookies:
     def __init__(self, secrets_: Sequence[str], clock: Clock) -> None:
         if not secrets_:
             raise ValueError("at least one secret is required")
+        self._secrets = tuple(secrets_)
         # itsdangerous signs with the *last* key; the setting lists the signing key first.
         self._signer = _ClockedSigner(list(reversed(secrets_)), clock)
 
@@ -65,7 +73,8 @@ class DeviceCookies:
     def issue(self, account: str) -> str:
         """A new device cookie value for the (normalised) ``account``."""
         device_id = secrets.token_urlsafe(DEVICE_ID_BYTES)
-        return self._signer.sign(f"{device_id}.{_account_tag(account)}").decode("ascii")
+        tag = _account_tag(self._secrets[0], account)
+        return self._signer.sign(f"{device_id}.{tag}").decode("ascii")
 
     def device_for(self, cookie_value: str | None, account: str | None) -> str | None:
         """The device ID in a genuine, unexpired cookie bound to ``account``, else ``None``."""
@@ -81,6 +90,5 @@ class DeviceCookies:
         except (BadSignature, UnicodeDecodeError):
             return None
         device_id, _, tag = payload.decode("ascii").partition(".")
-        if not device_id or not constant_time_equals(tag, _account_tag(account)):
-            return None
-        return device_id
+        bound = any(constant_time_equals(tag, _account_tag(s, account)) for s in self._secrets)
+        return device_id if device_id and bound else None

@@ -49,9 +49,10 @@ DEFAULT_PARALLELISM = 1
 HASHING_THREAD_NICENESS = 19
 #: Password hashes (and verifies) queued or running at once, per process. Beyond
 #: it new password work is refused at once (:class:`~gatepass.errors.Overloaded`):
-#: with ~40 ms a hash on two cores, a full queue drains in about a third of a
-#: second, so a flood turns into refusals, never into every sign-in slowing down.
-DEFAULT_MAX_PENDING = 16
+#: with ~40 ms a hash on two cores, a full queue drains in about 0.6 s, so an
+#: ordinary burst of sign-ins is served and a flood turns into refusals, never
+#: into every sign-in slowing down.
+DEFAULT_MAX_PENDING = 32
 
 T = TypeVar("T")
 

@@ -34,6 +34,9 @@ from gatepass.errors import RateLimited
 IP_WINDOW_SECONDS = 300
 #: Entries kept per table before idle ones are pruned.
 MAX_TRACKED_KEYS = 100_000
+#: When a table is full, evictions bring it down to this share of its size at once,
+#: so the scan that picks them is paid once per many new entries, not per entry.
+PRUNE_TO = 0.9
 #: IPv6 addresses are counted per network of this prefix length.
 IPV6_PREFIX = 64
 
@@ -168,30 +171,33 @@ class LoginThrottle:
     def _prune(self, now: float) -> None:
         """Make room once a table is full, so memory stays bounded.
 
-        Idle entries go first, then those with the fewest and oldest failures. A
+        Down to :data:`PRUNE_TO` of the size, in one pass: idle entries first
+        (every one of them), then those with the fewest and oldest failures. A
         locked entry or one with attempts in flight is never evicted: that would
         unlock it. If nothing else is left, the table grows past its size
         (bounded all the same: each lock costs ``max_failures`` attempts, which the
         per-IP limit meters).
         """
+        target = int(self._max_keys * PRUNE_TO)
         if len(self._accounts) >= self._max_keys:
             horizon = now - self._lockout
-            evictable = [
-                (len(s.failures), s.failures[-1] if s.failures else 0.0, k)
-                for k, s in self._accounts.items()
-                if s.locked_until <= now and not s.pending
-            ]
+            evictable = []
+            for key, state in self._accounts.items():
+                if state.locked_until > now or state.pending:
+                    continue
+                self._expire_failures(state, now)
+                last = state.failures[-1] if state.failures else horizon
+                evictable.append((bool(state.failures), len(state.failures), last, key))
             evictable.sort()
-            for failures, last, key in evictable:
-                idle = failures == 0 or last <= horizon
-                if not idle and len(self._accounts) < self._max_keys:
+            for active, _, _, key in evictable:
+                if active and len(self._accounts) <= target:
                     break
                 del self._accounts[key]
         if len(self._ips) >= self._max_keys:
             horizon = now - self._ip_window
             for ip in [k for k, a in self._ips.items() if not a or a[-1] <= horizon]:
                 del self._ips[ip]
-            while len(self._ips) >= self._max_keys:
+            while len(self._ips) > target:
                 del self._ips[next(iter(self._ips))]
 
 
@@ -218,8 +224,10 @@ class CredentialGuard:
         counts = self._counts.get(credential)
         if counts is None:
             if len(self._counts) >= self._max_keys:
-                # The oldest entry goes: an ended session's count is not needed.
-                del self._counts[next(iter(self._counts))]
+                self._prune()
+            if len(self._counts) >= self._max_keys:
+                # Every entry is counting: dropping one would reset a guesser's count.
+                raise RateLimited(1)
             counts = self._counts[credential] = [0, 0]
         if counts[0] + counts[1] >= self._max_failures:
             raise RateLimited(1)
@@ -237,6 +245,11 @@ class CredentialGuard:
 
     def record_success(self, credential: str) -> None:
         self._counts.pop(credential, None)
+
+    def _prune(self) -> None:
+        """Drop entries with no failure and nothing in flight (they hold no count)."""
+        for key in [k for k, (failures, pending) in self._counts.items() if not failures + pending]:
+            del self._counts[key]
 
     def abandon(self, credential: str) -> None:
         counts = self._counts.get(credential)

@@ -20,7 +20,14 @@ from gatepass.errors import CredentialsChanged
 from gatepass.errors import InvalidRefreshToken as InvalidRefreshToken  # re-exported
 from gatepass.metrics import Metrics
 from gatepass.revocation import RevocationView
-from gatepass.stores.base import Evicted, FamilyRecord, RotationStatus, TokenStore, UserRecord
+from gatepass.stores.base import (
+    Evicted,
+    FamilyRecord,
+    RotationStatus,
+    SessionLimit,
+    TokenStore,
+    UserRecord,
+)
 from gatepass.tokens import AccessTokens
 
 REFRESH_TOKEN_BYTES = 32
@@ -82,13 +89,13 @@ class RefreshTokens:
         *,
         ip: str | None,
         user_agent: str | None,
-        max_per_user: int,
+        limit: SessionLimit,
         detail: str | None = None,
     ) -> tuple[TokenPair, Evicted]:
         """A new family and its first pair for ``user``, as read before its password
         was checked; :class:`CredentialsChanged` (with ``detail``) when the user's
         credentials changed since. Also returns what was ended to stay within
-        ``max_per_user``."""
+        ``limit``."""
         now = self._clock()
         family = FamilyRecord(
             id=secrets.token_urlsafe(FAMILY_ID_BYTES),
@@ -104,7 +111,7 @@ class RefreshTokens:
             family,
             hash_refresh_token(refresh),
             credential_version=user.credential_version,
-            max_per_user=max_per_user,
+            limit=limit,
         )
         if evicted is None:
             raise CredentialsChanged(detail)

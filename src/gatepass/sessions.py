@@ -20,7 +20,13 @@ from itsdangerous import BadSignature, Signer
 from gatepass._singleflight import SingleFlight
 from gatepass.clock import Clock
 from gatepass.errors import CredentialsChanged
-from gatepass.stores.base import Evicted, SessionRecord, SessionStore, UserRecord
+from gatepass.stores.base import (
+    Evicted,
+    SessionLimit,
+    SessionRecord,
+    SessionStore,
+    UserRecord,
+)
 
 SESSION_ID_BYTES = 32
 CSRF_TOKEN_BYTES = 32
@@ -76,6 +82,11 @@ class SessionPolicy:
 
     idle_timeout: float
     absolute_timeout: float
+
+    def limit(self, max_per_user: int) -> SessionLimit:
+        """What a sign-in must keep its user within: ``max_per_user`` live sessions
+        and families, sessions expiring by this policy."""
+        return SessionLimit(max_per_user, self.idle_timeout, self.absolute_timeout)
 
     @property
     def touch_interval(self) -> float:
@@ -191,7 +202,9 @@ class SessionManager:
         """
         issued = self.new_session(user.id, ip=ip, user_agent=user_agent)
         evicted = await self._store.insert_session(
-            issued.record, credential_version=user.credential_version, max_per_user=max_per_user
+            issued.record,
+            credential_version=user.credential_version,
+            limit=self.policy.limit(max_per_user),
         )
         if evicted is None:
             raise CredentialsChanged(detail)

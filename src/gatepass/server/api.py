@@ -177,6 +177,7 @@ async def _login(request: Request, form: bool) -> Response:
 
 async def refresh(request: Request) -> Response:
     fields = await read_fields(request)
+    enforce_origin(request)
     body = validate(RefreshIn, fields)
     pair = await gatepass(request).refresh_tokens.rotate(body.refresh_token)
     return JSONResponse(pair.as_json(), headers=NO_STORE)

@@ -104,7 +104,9 @@ def client_ip(request: Request, proxies: Sequence[ProxyNet]) -> str | None:
     peer = _peer(request)
     if not _is_trusted(peer, proxies):
         return peer
-    forwarded = request.headers.get("x-forwarded-for", "")
+    # Every header line: a proxy may add its own line rather than append to the
+    # client's, and the client's first line must not be taken for the proxy's word.
+    forwarded = ", ".join(request.headers.getlist("x-forwarded-for"))
     for candidate in reversed([part.strip() for part in forwarded.split(",")]):
         try:
             ipaddress.ip_address(candidate)

@@ -99,6 +99,16 @@ class Evicted:
         return bool(self.sessions or self.families)
 
 
+@dataclass(frozen=True, slots=True)
+class SessionLimit:
+    """How many browser sessions and live refresh families one user may hold, and
+    when a stored session has expired (it then neither counts nor survives)."""
+
+    max_per_user: int
+    idle_timeout: float
+    absolute_timeout: float
+
+
 class RotationStatus(enum.Enum):
     ROTATED = "rotated"
     #: The token was already rotated: a thief or the victim replays it. Family revoked.
@@ -164,16 +174,17 @@ class UserStore(Protocol):
 
 class SessionStore(Protocol):
     async def insert_session(
-        self, record: SessionRecord, *, credential_version: int, max_per_user: int
+        self, record: SessionRecord, *, credential_version: int, limit: SessionLimit
     ) -> Evicted | None:
         """Store a new session, in one transaction with two guards.
 
         Only if the user's :attr:`UserRecord.credential_version` still equals
         ``credential_version`` (checked under the user row's write lock, so a
         password change or logout-all committing meanwhile wins); otherwise store
-        nothing and return ``None``. And within ``max_per_user`` sessions and live
-        families of that user: beyond it, end the ones with the oldest
-        ``last_seen_at`` / ``last_used_at`` (ties: oldest created) and report them.
+        nothing and return ``None``. And within ``limit``: the user's expired
+        sessions are deleted, and beyond ``limit.max_per_user`` live sessions and
+        families the ones with the oldest ``last_seen_at`` / ``last_used_at`` (ties:
+        oldest created) are ended and reported.
         """
         ...
 
@@ -234,7 +245,7 @@ class TokenStore(Protocol):
         ...
 
     async def create_family(
-        self, family: FamilyRecord, token_hash: str, *, credential_version: int, max_per_user: int
+        self, family: FamilyRecord, token_hash: str, *, credential_version: int, limit: SessionLimit
     ) -> Evicted | None:
         """Store a new family and its first token, under the same two guards as
         :meth:`SessionStore.insert_session` (``None``: the credential version moved)."""

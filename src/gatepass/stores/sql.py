@@ -46,6 +46,7 @@ from gatepass.stores.base import (
     RevocationKind,
     RotationOutcome,
     RotationStatus,
+    SessionLimit,
     SessionRecord,
     SigningKeyRecord,
     UserRecord,
@@ -398,11 +399,11 @@ class SqlStore:
     # sessions --------------------------------------------------------------
 
     async def insert_session(
-        self, record: SessionRecord, *, credential_version: int, max_per_user: int
+        self, record: SessionRecord, *, credential_version: int, limit: SessionLimit
     ) -> Evicted | None:
         async with self._tx() as conn:
             evicted = await _make_room(
-                conn, record.user_id, credential_version, max_per_user, record.created_at
+                conn, record.user_id, credential_version, limit, record.created_at
             )
             if evicted is not None:
                 await conn.execute(insert(sessions).values(**_session_values(record)))
@@ -524,11 +525,11 @@ class SqlStore:
     # refresh families ------------------------------------------------------
 
     async def create_family(
-        self, family: FamilyRecord, token_hash: str, *, credential_version: int, max_per_user: int
+        self, family: FamilyRecord, token_hash: str, *, credential_version: int, limit: SessionLimit
     ) -> Evicted | None:
         async with self._tx() as conn:
             evicted = await _make_room(
-                conn, family.user_id, credential_version, max_per_user, family.created_at
+                conn, family.user_id, credential_version, limit, family.created_at
             )
             if evicted is None:
                 return None
@@ -728,13 +729,13 @@ async def _publish(
 
 
 async def _make_room(
-    conn: AsyncConnection, user_id: str, credential_version: int, max_per_user: int, now: float
+    conn: AsyncConnection, user_id: str, credential_version: int, limit: SessionLimit, now: float
 ) -> Evicted | None:
     """The two guards of every sign-in, run first in its transaction.
 
     ``None`` when the user's credential version moved (nothing may be granted).
-    Otherwise the sessions and families ended so that one more fits within
-    ``max_per_user``.
+    Otherwise the user's expired sessions are deleted (they count for nothing), and
+    the live sessions and families ended so that one more fits within the limit.
     """
     # A no-op write as the first statement: it takes the user row's write lock
     # (SQLite: the database write lock; PostgreSQL: the row lock, re-checking the
@@ -747,6 +748,13 @@ async def _make_room(
     )
     if locked.rowcount != 1:
         return None
+    await conn.execute(
+        delete(sessions).where(
+            sessions.c.user_id == user_id,
+            (sessions.c.created_at <= now - limit.absolute_timeout)
+            | (sessions.c.last_seen_at <= now - limit.idle_timeout),
+        )
+    )
     held = (
         await conn.execute(
             select(func.count()).select_from(sessions).where(sessions.c.user_id == user_id)
@@ -758,7 +766,7 @@ async def _make_room(
             .where(families.c.user_id == user_id, _live_family(now))
         )
     ).scalar_one()
-    excess = held - max_per_user + 1
+    excess = held - limit.max_per_user + 1
     if excess <= 0:
         return Evicted()
     candidates = [
