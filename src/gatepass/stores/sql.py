@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -239,6 +239,24 @@ def _prepare_sqlite_file(url: str) -> None:
     os.chmod(path, 0o600)
 
 
+@contextmanager
+def _driver_errors_mapped() -> Iterator[None]:
+    """The one place driver errors become gatepass errors: a broken uniqueness rule
+    :class:`DuplicateRecord`, any other backend failure :class:`StoreUnavailable`.
+
+    Messages carry the driver's own words ("database is locked"), never the
+    statement or its parameters, which may hold hashes and tokens.
+    """
+    try:
+        yield
+    except IntegrityError as exc:
+        raise DuplicateRecord(f"constraint violated: {type(exc.orig).__name__}") from None
+    except DBAPIError as exc:
+        raise StoreUnavailable(f"database error: {type(exc.orig).__name__}: {exc.orig}") from exc
+    except (SQLAlchemyError, OSError) as exc:
+        raise StoreUnavailable(f"database error: {type(exc).__name__}") from exc
+
+
 class SqlStore:
     """Users, sessions and secrets in one SQL database."""
 
@@ -257,22 +275,10 @@ class SqlStore:
 
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[AsyncConnection]:
-        """A transaction. This is the one place driver errors are translated: a broken
-        uniqueness rule becomes :class:`DuplicateRecord`, any other backend failure
-        :class:`StoreUnavailable`."""
-        try:
+        """A transaction, its driver errors mapped (:func:`_driver_errors_mapped`)."""
+        with _driver_errors_mapped():
             async with self.engine.begin() as conn:
                 yield conn
-        except IntegrityError as exc:
-            raise DuplicateRecord(f"constraint violated: {type(exc.orig).__name__}") from None
-        except DBAPIError as exc:
-            # The driver's own message ("database is locked"), never the statement or
-            # its parameters, which may hold hashes and tokens.
-            raise StoreUnavailable(
-                f"database error: {type(exc.orig).__name__}: {exc.orig}"
-            ) from exc
-        except (SQLAlchemyError, OSError) as exc:
-            raise StoreUnavailable(f"database error: {type(exc).__name__}") from exc
 
     async def start(self) -> None:
         """Make the schema current: SQLite always migrates itself; another database
@@ -308,7 +314,7 @@ class SqlStore:
         the keys are checked before the commit. PostgreSQL: a transaction-scoped
         advisory lock (its DDL is transactional).
         """
-        try:
+        with _driver_errors_mapped():
             async with self.engine.connect() as conn:
                 if not self._is_sqlite:
                     async with conn.begin():
@@ -335,12 +341,6 @@ class SqlStore:
                 finally:
                     await conn.exec_driver_sql("PRAGMA foreign_keys=ON")
                     await conn.commit()
-        except DBAPIError as exc:
-            raise StoreUnavailable(
-                f"database error: {type(exc.orig).__name__}: {exc.orig}"
-            ) from exc
-        except (SQLAlchemyError, OSError) as exc:
-            raise StoreUnavailable(f"database error: {type(exc).__name__}") from exc
 
     async def close(self) -> None:
         await self.engine.dispose()
