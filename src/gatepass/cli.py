@@ -17,6 +17,7 @@ from gatepass.config import Settings, load_settings
 from gatepass.core import check_supported
 from gatepass.errors import ConfigError, StoreUnavailable
 from gatepass.stores import migrations
+from gatepass.stores.factory import store_from_settings
 from gatepass.stores.sql import SqlStore
 from gatepass.tokens import KeyRing, retired_key_retention
 
@@ -102,7 +103,7 @@ def keys() -> None:
 async def _with_store(action: Callable[[SqlStore, Settings], Awaitable[None]]) -> None:
     """Run ``action`` on the deployment's store alone: no keys or secrets are created."""
     settings = _settings()
-    store = SqlStore(settings.effective_database_url)
+    store = store_from_settings(settings)
     try:
         await store.start()
         await action(store, settings)
@@ -163,7 +164,7 @@ def db_upgrade() -> None:
     servers start). Rows a migration had to leave as they were are listed."""
 
     async def upgrade() -> None:
-        store = SqlStore(_settings().effective_database_url)
+        store = store_from_settings(_settings())
         try:
             result = await store.upgrade()
         finally:
@@ -183,7 +184,7 @@ def db_current() -> None:
     """Print the schema revision of the database (without changing it)."""
 
     async def current() -> None:
-        store = SqlStore(_settings().effective_database_url)
+        store = store_from_settings(_settings())
         try:
             revision = await store.current_revision()
         finally:

@@ -20,7 +20,7 @@ from gatepass.refresh import RefreshTokens
 from gatepass.revocation import BearerAuthenticator, RevocationView
 from gatepass.sessions import CookieSigner, SessionManager, SessionPolicy
 from gatepass.stores.base import Store
-from gatepass.stores.sql import SqlStore
+from gatepass.stores.factory import store_from_settings
 from gatepass.tokens import AccessTokens, KeyRing, retired_key_retention
 
 logger = logging.getLogger("gatepass")
@@ -130,10 +130,18 @@ class Gatepass:
         *,
         clock: Clock = time.time,
         hasher: PasswordHasher | None = None,
+        store: Store | None = None,
     ) -> Self:
-        """Connect the store, create the schema, load or generate secrets."""
+        """Start the store (migrating the embedded SQLite schema), load or generate
+        secrets, load the key ring and the revocation feed.
+
+        ``store`` replaces the one the settings name (an embedder's own, or one
+        shared with other code); the instance starts it and closes it in
+        :meth:`close`.
+        """
         check_supported(settings)
-        store = SqlStore(settings.effective_database_url)
+        if store is None:
+            store = store_from_settings(settings)
         try:
             await store.start()
             configured = [s.get_secret_value() for s in settings.session_secrets]

@@ -23,9 +23,9 @@ from gatepass.revocation import RevocationView
 from gatepass.stores.base import (
     Evicted,
     FamilyRecord,
+    FamilyStore,
     RotationStatus,
     SessionLimit,
-    TokenStore,
     UserRecord,
 )
 from gatepass.tokens import AccessTokens
@@ -68,7 +68,7 @@ class RefreshTokens:
 
     def __init__(
         self,
-        store: TokenStore,
+        store: FamilyStore,
         access: AccessTokens,
         revocations: RevocationView,
         *,

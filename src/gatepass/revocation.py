@@ -33,7 +33,7 @@ from gatepass.errors import InvalidToken, StoreUnavailable
 from gatepass.stores.base import (
     BearerState,
     RevocationEvent,
-    TokenStore,
+    RevocationStore,
     UserRecord,
     UserStore,
 )
@@ -66,7 +66,7 @@ def check_not_revoked(claims: AccessClaims, state: BearerState) -> UserRecord:
 class RevocationView:
     """This process's copy of the live revocation feed."""
 
-    def __init__(self, store: TokenStore, *, retention: float, clock: Clock) -> None:
+    def __init__(self, store: RevocationStore, *, retention: float, clock: Clock) -> None:
         self._store = store
         self._retention = retention
         self._clock = clock

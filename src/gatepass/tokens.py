@@ -35,7 +35,7 @@ from jwt.algorithms import Algorithm, get_default_algorithms
 from gatepass._singleflight import SingleFlight
 from gatepass.clock import Clock
 from gatepass.errors import InvalidToken as InvalidToken  # re-exported
-from gatepass.stores.base import SigningKeyRecord, TokenStore
+from gatepass.stores.base import KeyStore, SigningKeyRecord
 
 AlgorithmName = Literal["EdDSA", "ES256", "RS256", "HS256"]
 SUPPORTED_ALGORITHMS: tuple[AlgorithmName, ...] = ("EdDSA", "ES256", "RS256", "HS256")
@@ -192,7 +192,7 @@ def plan_rotation(
 class KeyRing:
     """The deployment's signing keys, re-read from the store every :data:`KEY_RELOAD_SECONDS`."""
 
-    def __init__(self, store: TokenStore, algorithm: str, retention: float, clock: Clock) -> None:
+    def __init__(self, store: KeyStore, algorithm: str, retention: float, clock: Clock) -> None:
         if algorithm not in _ALGORITHMS:
             raise ValueError(f"unsupported JWT algorithm {algorithm!r}")
         self._store = store

@@ -235,7 +235,9 @@ class MaintenanceStore(Protocol):
         ...
 
 
-class TokenStore(Protocol):
+class KeyStore(Protocol):
+    """The signing-key ring."""
+
     async def list_signing_keys(self) -> list[SigningKeyRecord]: ...
 
     async def save_signing_keys(
@@ -243,6 +245,10 @@ class TokenStore(Protocol):
     ) -> None:
         """Insert or update ``upserts`` and delete the ``deletes`` kids, in one transaction."""
         ...
+
+
+class FamilyStore(Protocol):
+    """Refresh-token families and their (hashed) tokens."""
 
     async def create_family(
         self, family: FamilyRecord, token_hash: str, *, credential_version: int, limit: SessionLimit
@@ -271,6 +277,10 @@ class TokenStore(Protocol):
         """The user's live families."""
         ...
 
+
+class RevocationStore(Protocol):
+    """The revocation feed every process follows (jti denylist, families, epochs)."""
+
     async def revoke_jti(self, jti: str, expires_at: float, now: float) -> None:
         """Deny ``jti`` (whose token expires at ``expires_at``) by publishing it on the feed."""
         ...
@@ -297,6 +307,10 @@ class SecretStore(Protocol):
         Concurrent first starts agree on one value.
         """
         ...
+
+
+class TokenStore(KeyStore, FamilyStore, RevocationStore, Protocol):
+    """Everything on the token side: keys, families, revocations."""
 
 
 class Store(UserStore, SessionStore, SecretStore, TokenStore, MaintenanceStore, Protocol):
