@@ -437,17 +437,21 @@ def test_full_throttle_table_evicts_idle_entries_before_counting_ones(clock: Fak
         assert throttle.record_failure(f"guessed{n}@example.com")
 
 
-def test_full_credential_guard_refuses_rather_than_reset_a_count() -> None:
-    guard = CredentialGuard(max_failures=3, max_keys=4)
-    for n in range(4):
+def test_full_credential_guard_keeps_recent_counts_and_refuses_no_one(clock: FakeClock) -> None:
+    guard = CredentialGuard(max_failures=3, retention=1000, clock=clock, max_keys=10)
+    guard.check("session:stale")
+    guard.record_failure("session:stale")
+    clock.advance(1001)  # past the longest life of any session: its count is moot
+    for n in range(9):
         guard.check(f"session:{n}")
         guard.record_failure(f"session:{n}")
-    with pytest.raises(RateLimited):
-        guard.check("session:new")
-    guard.check("session:0")  # the counted ones keep their counts
-    guard.record_failure("session:0")
-    guard.check("session:0")
-    assert guard.record_failure("session:0")
+        clock.advance(1)
+    guard.check("session:new")  # the table is full: prune, never refuse a newcomer
+    for n in range(1, 9):  # the recent counts survive (the least recent may go)
+        guard.check(f"session:{n}")
+        guard.record_failure(f"session:{n}")
+        guard.check(f"session:{n}")
+        assert guard.record_failure(f"session:{n}"), n
 
 
 def test_password_change_cannot_renew_a_session_another_node_just_ended(

@@ -23,6 +23,7 @@ from gatepass.errors import (
     NotFound,
     Overloaded,
     RateLimited,
+    StoreError,
 )
 from gatepass.metrics import Metrics
 from gatepass.passwords import (
@@ -72,11 +73,11 @@ class Accounts:
         bearer: BearerAuthenticator,
         devices: DeviceCookies,
         throttle: LoginThrottle,
+        guard: CredentialGuard,
         metrics: Metrics,
         clock: Clock,
         *,
         max_sessions_per_user: int,
-        max_failures: int,
     ) -> None:
         self._store = store
         self._hasher = hasher
@@ -86,7 +87,7 @@ class Accounts:
         self._bearer = bearer
         self._devices = devices
         self._throttle = throttle
-        self._guard = CredentialGuard(max_failures=max_failures)
+        self._guard = guard
         self._metrics = metrics
         self._clock = clock
         self._max_sessions = max_sessions_per_user
@@ -137,9 +138,9 @@ class Accounts:
             raise AuthenticationFailed(INVALID_CREDENTIALS)
         self._metrics.logins.labels(result="success").inc()
         if result.needs_rehash:
-            # Best effort: the password was right, so a full hashing queue must not
-            # turn the sign-in into a refusal; the next sign-in rehashes instead.
-            with contextlib.suppress(Overloaded):
+            # Best effort: the password was right, so a full hashing queue or a busy
+            # store must not turn the sign-in into a refusal; the next one rehashes.
+            with contextlib.suppress(Overloaded, StoreError):
                 await self._store.set_password_hash(
                     user.id, await self._hasher.hash(password), previous=user.password_hash
                 )

@@ -15,7 +15,7 @@ import click
 
 from gatepass.config import Settings, load_settings
 from gatepass.core import check_supported
-from gatepass.errors import ConfigError, StoreUnavailable
+from gatepass.errors import ConfigError, StoreError
 from gatepass.stores import migrations
 from gatepass.stores.factory import store_from_settings
 from gatepass.stores.sql import SqlStore
@@ -202,7 +202,7 @@ def db_current() -> None:
 def _run(coro: Coroutine[Any, Any, None]) -> None:
     try:
         asyncio.run(coro)
-    except StoreUnavailable as exc:
+    except StoreError as exc:
         _fail(str(exc))
 
 

@@ -15,7 +15,7 @@ from gatepass.devices import DeviceCookies
 from gatepass.errors import ConfigError
 from gatepass.metrics import Metrics
 from gatepass.passwords import PasswordHasher
-from gatepass.ratelimit import LoginThrottle
+from gatepass.ratelimit import CredentialGuard, LoginThrottle
 from gatepass.refresh import RefreshTokens
 from gatepass.revocation import BearerAuthenticator, RevocationView
 from gatepass.sessions import CookieSigner, SessionManager, SessionPolicy
@@ -114,10 +114,15 @@ class Gatepass:
             bearer,
             self.devices,
             self.throttle,
+            CredentialGuard(
+                max_failures=settings.login_max_failures,
+                # No session or family lives longer than this; nor need its count.
+                retention=max(settings.session_absolute_timeout, settings.refresh_token_ttl),
+                clock=clock,
+            ),
             self.metrics,
             clock,
             max_sessions_per_user=settings.max_sessions_per_user,
-            max_failures=settings.login_max_failures,
         )
 
     def __repr__(self) -> str:

@@ -201,6 +201,13 @@ class LoginThrottle:
                 del self._ips[next(iter(self._ips))]
 
 
+@dataclass(slots=True)
+class _Guess:
+    failures: int = 0
+    pending: int = 0
+    last: float = 0.0
+
+
 class CredentialGuard:
     """Wrong current passwords on authenticated routes, counted per session or family.
 
@@ -209,36 +216,52 @@ class CredentialGuard:
     failures made by others; their own wrong attempts count against the caller's
     session or token family, which the caller ends after ``max_failures`` of them.
     Attempts in flight count, so parallel guesses cannot exceed the limit.
+
+    Memory is bounded without ever refusing an innocent caller: an entry outlives
+    ``retention`` (the longest a session or family can live) by nothing, and when
+    the table is full, entries without a count go first, then the least recently
+    active ones (an attacker would need to fill the whole table with guesses of
+    their own, each from a credential of their own, to push a count out).
     """
 
-    def __init__(self, *, max_failures: int, max_keys: int = MAX_TRACKED_KEYS) -> None:
-        if max_failures < 1:
-            raise ValueError("max_failures must be positive")
+    def __init__(
+        self,
+        *,
+        max_failures: int,
+        retention: float,
+        clock: Clock,
+        max_keys: int = MAX_TRACKED_KEYS,
+    ) -> None:
+        if max_failures < 1 or retention <= 0:
+            raise ValueError("max_failures and retention must be positive")
         self._max_failures = max_failures
+        self._retention = retention
+        self._clock = clock
         self._max_keys = max_keys
-        #: credential key -> [failures, pending]
-        self._counts: dict[str, list[int]] = {}
+        self._counts: dict[str, _Guess] = {}
 
     def check(self, credential: str) -> None:
-        """Let one attempt through for ``credential`` or raise :class:`RateLimited`."""
-        counts = self._counts.get(credential)
-        if counts is None:
+        """Let one attempt through for ``credential`` or raise :class:`RateLimited`
+        (only while that credential's own failures and attempts in flight are at
+        the limit)."""
+        now = self._clock()
+        guess = self._counts.get(credential)
+        if guess is None:
             if len(self._counts) >= self._max_keys:
-                self._prune()
-            if len(self._counts) >= self._max_keys:
-                # Every entry is counting: dropping one would reset a guesser's count.
-                raise RateLimited(1)
-            counts = self._counts[credential] = [0, 0]
-        if counts[0] + counts[1] >= self._max_failures:
+                self._prune(now)
+            guess = self._counts[credential] = _Guess()
+        if guess.failures + guess.pending >= self._max_failures:
             raise RateLimited(1)
-        counts[1] += 1
+        guess.pending += 1
+        guess.last = now
 
     def record_failure(self, credential: str) -> bool:
         """Count a wrong password; ``True`` when the credential must now be ended."""
-        counts = self._counts.setdefault(credential, [0, 1])
-        counts[1] = max(0, counts[1] - 1)
-        counts[0] += 1
-        if counts[0] >= self._max_failures:
+        guess = self._counts.setdefault(credential, _Guess(pending=1))
+        guess.pending = max(0, guess.pending - 1)
+        guess.failures += 1
+        guess.last = self._clock()
+        if guess.failures >= self._max_failures:
             del self._counts[credential]
             return True
         return False
@@ -246,15 +269,26 @@ class CredentialGuard:
     def record_success(self, credential: str) -> None:
         self._counts.pop(credential, None)
 
-    def _prune(self) -> None:
-        """Drop entries with no failure and nothing in flight (they hold no count)."""
-        for key in [k for k, (failures, pending) in self._counts.items() if not failures + pending]:
-            del self._counts[key]
-
     def abandon(self, credential: str) -> None:
-        counts = self._counts.get(credential)
-        if counts is not None:
-            counts[1] = max(0, counts[1] - 1)
+        guess = self._counts.get(credential)
+        if guess is not None:
+            guess.pending = max(0, guess.pending - 1)
+
+    def _prune(self, now: float) -> None:
+        """Down to :data:`PRUNE_TO` of the size in one pass: entries past ``retention``
+        or holding no count, then the least recently active (never one in flight)."""
+        horizon = now - self._retention
+        for key in [
+            k
+            for k, g in self._counts.items()
+            if not g.pending and (g.last <= horizon or not g.failures)
+        ]:
+            del self._counts[key]
+        target = int(self._max_keys * PRUNE_TO)
+        if len(self._counts) > target:
+            idle = sorted((g.last, k) for k, g in self._counts.items() if not g.pending)
+            for _, key in idle[: len(self._counts) - target]:
+                del self._counts[key]
 
 
 def _key(account: str, device: str | None = None) -> bytes:

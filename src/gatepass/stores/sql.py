@@ -240,9 +240,10 @@ def _prepare_sqlite_file(url: str) -> None:
 
 
 @contextmanager
-def _driver_errors_mapped() -> Iterator[None]:
+def _driver_errors_mapped(*, duplicates: bool = True) -> Iterator[None]:
     """The one place driver errors become gatepass errors: a broken uniqueness rule
-    :class:`DuplicateRecord`, any other backend failure :class:`StoreUnavailable`.
+    :class:`DuplicateRecord` (with ``duplicates``: a write of a record that
+    exists), any other backend failure :class:`StoreUnavailable`.
 
     Messages carry the driver's own words ("database is locked"), never the
     statement or its parameters, which may hold hashes and tokens.
@@ -250,6 +251,10 @@ def _driver_errors_mapped() -> Iterator[None]:
     try:
         yield
     except IntegrityError as exc:
+        if not duplicates:  # e.g. a migration: no caller expects a duplicate
+            raise StoreUnavailable(
+                f"database error: {type(exc.orig).__name__}: {exc.orig}"
+            ) from exc
         raise DuplicateRecord(f"constraint violated: {type(exc.orig).__name__}") from None
     except DBAPIError as exc:
         raise StoreUnavailable(f"database error: {type(exc.orig).__name__}: {exc.orig}") from exc
@@ -314,7 +319,7 @@ class SqlStore:
         the keys are checked before the commit. PostgreSQL: a transaction-scoped
         advisory lock (its DDL is transactional).
         """
-        with _driver_errors_mapped():
+        with _driver_errors_mapped(duplicates=False):
             async with self.engine.connect() as conn:
                 if not self._is_sqlite:
                     async with conn.begin():
