@@ -56,6 +56,9 @@ def serve(host: str | None, port: int | None, workers: int, log_level: str) -> N
         check_supported(settings)
     except ConfigError as exc:
         _fail(str(exc))
+    # Reach the database and bring (or check) its schema up to date here, where a
+    # failure is one line; inside uvicorn's start-up it would be a traceback.
+    _run(_start_store(settings))
     click.echo(f"gatepass serving on http://{settings.host}:{settings.port}", err=True)
     raise_fd_limit(settings.max_connections)
     limits = ConnectionLimits(
@@ -99,10 +102,23 @@ def keys() -> None:
     """Inspect and rotate the access-token signing keys."""
 
 
+def _store(settings: Settings) -> SqlStore:
+    return SqlStore(settings.effective_database_url, auto_upgrade=settings.db_auto_upgrade)
+
+
+async def _start_store(settings: Settings) -> None:
+    """Connect and make the schema current (or refuse a stale one), then let go."""
+    store = _store(settings)
+    try:
+        await store.start()
+    finally:
+        await store.close()
+
+
 async def _with_store(action: Callable[[SqlStore, Settings], Awaitable[None]]) -> None:
     """Run ``action`` on the deployment's store alone: no keys or secrets are created."""
     settings = _settings()
-    store = SqlStore(settings.effective_database_url)
+    store = _store(settings)
     try:
         await store.start()
         await action(store, settings)
@@ -163,7 +179,7 @@ def db_upgrade() -> None:
     servers start). Rows a migration had to leave as they were are listed."""
 
     async def upgrade() -> None:
-        store = SqlStore(_settings().effective_database_url)
+        store = _store(_settings())
         try:
             result = await store.upgrade()
         finally:
@@ -183,7 +199,7 @@ def db_current() -> None:
     """Print the schema revision of the database (without changing it)."""
 
     async def current() -> None:
-        store = SqlStore(_settings().effective_database_url)
+        store = _store(_settings())
         try:
             revision = await store.current_revision()
         finally:
@@ -201,7 +217,7 @@ def db_current() -> None:
 def _run(coro: Coroutine[Any, Any, None]) -> None:
     try:
         asyncio.run(coro)
-    except StoreUnavailable as exc:
+    except (StoreUnavailable, ConfigError) as exc:
         _fail(str(exc))
 
 

@@ -133,7 +133,7 @@ class Gatepass:
     ) -> Self:
         """Connect the store, create the schema, load or generate secrets."""
         check_supported(settings)
-        store = SqlStore(settings.effective_database_url)
+        store = SqlStore(settings.effective_database_url, auto_upgrade=settings.db_auto_upgrade)
         try:
             await store.start()
             configured = [s.get_secret_value() for s in settings.session_secrets]
