@@ -306,7 +306,11 @@ def _driver_errors_mapped() -> Iterator[None]:
     except IntegrityError as exc:
         raise DuplicateRecord(f"constraint violated: {type(exc.orig).__name__}") from None
     except DBAPIError as exc:
-        raise StoreUnavailable(f"database error: {type(exc.orig).__name__}: {exc.orig}") from exc
+        words = str(exc.orig)
+        if "query argument" in words:
+            # asyncpg's words for a value it could not encode quote that value.
+            words = "a query argument was refused by the driver"
+        raise StoreUnavailable(f"database error: {type(exc.orig).__name__}: {words}") from exc
     except OSError as exc:
         # Connecting failed (refused, unknown host, timeout): the text names the
         # address tried, never the credentials.
