@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-APT_PACKAGES := chromium
+APT_PACKAGES := chromium postgresql
 
 .PHONY: install run test test-fast lint system-deps bench bench-quick bench-deps clean
 
@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml constraints.txt
 run: install
 	$(BIN)/gatepass serve
 
-# Debian packages the tests drive for real (headless Chromium for the browser tests).
+# Debian packages the tests drive for real: headless Chromium for the browser tests,
+# PostgreSQL (initdb, postgres under /usr/lib/postgresql/<version>/bin) for tests/servers.py.
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

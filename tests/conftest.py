@@ -15,6 +15,9 @@ from gatepass.config import Settings, load_settings
 from gatepass.passwords import PasswordHasher
 from gatepass.server.app import create_app
 
+#: Real servers on loopback (PostgreSQL), started once per session when a test asks.
+pytest_plugins = ["tests.servers"]
+
 PASSWORD = "correct horse battery"
 #: Cheap argon2id parameters for tests; production parameters are tested in test_passwords.
 FAST_HASHER_PARAMS: dict[str, int] = {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}

@@ -1,13 +1,14 @@
-"""Unit tests of gatepass.accounts through the composition root (real SQLite in tmp_path)."""
+"""Unit tests of gatepass.accounts through the composition root, on real SQLite (in
+tmp_path) and real PostgreSQL (tests/servers.py)."""
 
 from __future__ import annotations
 
 import re
-import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 
 import pytest
+from sqlalchemy import text
 
 from gatepass.accounts import MAX_EMAIL_LENGTH, normalise_email
 from gatepass.authenticator import Identity
@@ -24,6 +25,7 @@ from gatepass.errors import (
 from gatepass.passwords import PasswordHasher
 from gatepass.sessions import IssuedSession
 from gatepass.stores.base import UserRecord
+from gatepass.stores.sql import SqlStore
 from tests.conftest import FAST_HASHER_PARAMS, PASSWORD, FakeClock
 
 NEW_PASSWORD = "a brand new passphrase"
@@ -37,9 +39,14 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 async def gp(
-    make_settings: Callable[..., Settings], clock: FakeClock, fast_hasher: PasswordHasher
+    make_settings: Callable[..., Settings],
+    clock: FakeClock,
+    fast_hasher: PasswordHasher,
+    database_url: str,
 ) -> AsyncIterator[Gatepass]:
-    instance = await Gatepass.open(make_settings(), clock=clock, hasher=fast_hasher)
+    # Once on SQLite, once on PostgreSQL (tests/servers.py).
+    settings = make_settings(database_url=database_url)
+    instance = await Gatepass.open(settings, clock=clock, hasher=fast_hasher)
     yield instance
     await instance.close()
 
@@ -143,8 +150,9 @@ async def test_register_refuses_duplicate_in_other_unicode_normal_form(gp: Gatep
 async def test_register_refuses_invalid_email(gp: Gatepass, email: str) -> None:
     with pytest.raises(InvalidRequest):
         await gp.accounts.register(email, PASSWORD)
-    with sqlite3.connect(gp.settings.data_dir / "gatepass.db") as conn:
-        assert conn.execute("SELECT COUNT(*) FROM gatepass_users").fetchone() == (0,)
+    assert isinstance(gp.store, SqlStore)
+    async with gp.store.engine.connect() as conn:
+        assert (await conn.execute(text("SELECT COUNT(*) FROM gatepass_users"))).scalar() == 0
 
 
 @pytest.mark.anyio

@@ -33,8 +33,9 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
-    sql = SqlStore(f"sqlite+aiosqlite:///{tmp_path / 'review.db'}")
+async def store(database_url: str) -> AsyncIterator[SqlStore]:
+    # Once on SQLite, once on PostgreSQL (tests/servers.py).
+    sql = SqlStore(database_url)
     await sql.start()
     yield sql
     await sql.close()

@@ -46,9 +46,14 @@ class Server:
 
 
 @pytest.fixture
-async def server(make_settings: Callable[..., Settings]) -> AsyncIterator[Server]:
-    # The real clock: the race is about real time.
-    settings = make_settings(login_max_failures="1000", login_ip_limit="100000")
+async def server(
+    make_settings: Callable[..., Settings], database_url: str
+) -> AsyncIterator[Server]:
+    # The real clock: the race is about real time. Once on SQLite (one writer at a
+    # time), once on PostgreSQL (row locks under READ COMMITTED).
+    settings = make_settings(
+        login_max_failures="1000", login_ip_limit="100000", database_url=database_url
+    )
     gp = await Gatepass.open(settings, hasher=PasswordHasher(**RACE_HASHER))
     try:
         yield Server(gp, create_app(gatepass=gp))

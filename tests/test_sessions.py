@@ -1,15 +1,16 @@
 """Unit tests of gatepass.sessions: pure expiry policy, cookie signing, and the
-session manager on a real SQLite store."""
+session manager on a real store (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import text as sql
 
 from gatepass.sessions import (
     MAX_COOKIE_LENGTH,
@@ -196,30 +197,34 @@ class Env:
     manager: SessionManager
     clock: FakeClock
     user: UserRecord
-    db_path: Path
 
-    def rows(self) -> list[sqlite3.Row]:
-        with sqlite3.connect(self.db_path) as conn:
-            conn.row_factory = sqlite3.Row
-            return list(conn.execute("SELECT * FROM gatepass_sessions"))
+    async def rows(self) -> list[dict[str, Any]]:
+        """The stored session rows, read straight from the database."""
+        async with self.store.engine.connect() as conn:
+            result = await conn.execute(sql("SELECT * FROM gatepass_sessions"))
+            return [dict(row._mapping) for row in result]
 
-    def last_seen(self) -> float:
-        (row,) = self.rows()
+    async def last_seen(self) -> float:
+        (row,) = await self.rows()
         return float(row["last_seen_at"])
 
 
-async def make_env(tmp_path: Path, clock: FakeClock, idle: int, absolute: int) -> Env:
-    db_path = tmp_path / "sessions.db"
-    store = SqlStore(f"sqlite+aiosqlite:///{db_path}")
+def files_bytes(folder: Path, pattern: str) -> bytes:
+    return b"".join(p.read_bytes() for p in folder.glob(pattern))
+
+
+async def make_env(url: str, clock: FakeClock, idle: int, absolute: int) -> Env:
+    store = SqlStore(url)
     await store.start()
     user = await store.create_user("ada@example.com", "$argon2id$fake", ("user",), clock())
     manager = SessionManager(store, CookieSigner([SECRET_A]), SessionPolicy(idle, absolute), clock)
-    return Env(store, manager, clock, user, db_path)
+    return Env(store, manager, clock, user)
 
 
 @pytest.fixture
-async def env(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Env]:
-    environment = await make_env(tmp_path, clock, idle=100, absolute=1000)
+async def env(database_url: str, clock: FakeClock) -> AsyncIterator[Env]:
+    # Once on SQLite, once on PostgreSQL (tests/servers.py).
+    environment = await make_env(database_url, clock, idle=100, absolute=1000)
     yield environment
     await environment.store.close()
 
@@ -235,7 +240,7 @@ async def create(env: Env) -> IssuedSession:
 async def test_store_keeps_only_sha256_of_session_id(env: Env) -> None:
     issued = await create(env)
     session_id, _ = split_cookie(issued.cookie_value)
-    (row,) = env.rows()
+    (row,) = await env.rows()
     assert row["id_hash"] == hashlib.sha256(session_id.encode()).hexdigest()
     for value in dict(row).values():
         assert session_id not in str(value)
@@ -243,11 +248,14 @@ async def test_store_keeps_only_sha256_of_session_id(env: Env) -> None:
 
 
 @pytest.mark.anyio
-async def test_session_id_appears_nowhere_in_database_file(env: Env) -> None:
+async def test_session_id_appears_nowhere_in_database_file(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    env = await make_env(f"sqlite+aiosqlite:///{tmp_path / 'sessions.db'}", clock, 100, 1000)
     issued = await create(env)
     session_id, _ = split_cookie(issued.cookie_value)
     await env.store.close()
-    raw = b"".join(p.read_bytes() for p in env.db_path.parent.glob("sessions.db*"))
+    raw = files_bytes(tmp_path, "sessions.db*")
     assert hash_session_id(session_id).encode() in raw  # the file really holds the session
     assert session_id.encode() not in raw
 
@@ -294,30 +302,30 @@ async def test_load_touches_last_seen_at_at_most_every_touch_interval(env: Env) 
     start = env.clock()
     assert env.manager.policy.touch_interval == 10
     writes = 0
-    previous = env.last_seen()
+    previous = await env.last_seen()
     for _ in range(60):  # one request per second for a minute
         env.clock.advance(1)
         active = await env.manager.load(issued.cookie_value)
         assert active is not None
-        seen = env.last_seen()
+        seen = await env.last_seen()
         if seen != previous:
             writes += 1
             assert seen - previous >= 10
             assert seen == env.clock()
             previous = seen
     assert writes == 6
-    assert env.last_seen() == start + 60
+    assert await env.last_seen() == start + 60
 
 
 @pytest.mark.anyio
 async def test_load_does_not_write_before_touch_interval(env: Env) -> None:
     issued = await create(env)
-    created = env.last_seen()
+    created = await env.last_seen()
     env.clock.advance(9.9)
     active = await env.manager.load(issued.cookie_value)
     assert active is not None
     assert active.record.last_seen_at == created
-    assert env.last_seen() == created
+    assert await env.last_seen() == created
 
 
 @pytest.mark.anyio
@@ -331,18 +339,18 @@ async def test_load_returns_touched_record(env: Env) -> None:
 
 @pytest.mark.anyio
 async def test_default_idle_timeout_touches_every_60_seconds(
-    tmp_path: Path, clock: FakeClock
+    database_url: str, clock: FakeClock
 ) -> None:
-    env = await make_env(tmp_path, clock, idle=1800, absolute=86_400)
+    env = await make_env(database_url, clock, idle=1800, absolute=86_400)
     try:
         issued = await create(env)
-        created = env.last_seen()
+        created = await env.last_seen()
         clock.advance(59)
         assert await env.manager.load(issued.cookie_value) is not None
-        assert env.last_seen() == created
+        assert await env.last_seen() == created
         clock.advance(1)
         assert await env.manager.load(issued.cookie_value) is not None
-        assert env.last_seen() == created + 60
+        assert await env.last_seen() == created + 60
     finally:
         await env.store.close()
 
@@ -359,10 +367,10 @@ async def test_session_in_use_never_reaches_idle_timeout(env: Env) -> None:
 async def test_idle_expired_session_is_refused_and_deleted(env: Env) -> None:
     issued = await create(env)
     env.clock.advance(99)
-    assert env.rows()
+    assert await env.rows()
     env.clock.advance(1)
     assert await env.manager.load(issued.cookie_value) is None
-    assert env.rows() == []
+    assert await env.rows() == []
 
 
 @pytest.mark.anyio
@@ -373,7 +381,7 @@ async def test_absolute_expired_session_is_refused_and_deleted_despite_activity(
         assert await env.manager.load(issued.cookie_value) is not None
     env.clock.advance(10)  # 1000 s after creation
     assert await env.manager.load(issued.cookie_value) is None
-    assert env.rows() == []
+    assert await env.rows() == []
     env.clock.advance(-500)  # even a clock going back does not bring it back
     assert await env.manager.load(issued.cookie_value) is None
 
@@ -383,7 +391,7 @@ async def test_destroyed_session_no_longer_loads(env: Env) -> None:
     issued = await create(env)
     assert await env.manager.destroy(issued.record)
     assert await env.manager.load(issued.cookie_value) is None
-    assert env.rows() == []
+    assert await env.rows() == []
     assert not await env.manager.destroy(issued.record)
 
 
@@ -422,7 +430,7 @@ async def test_regenerated_session_keeps_handle_and_login_time_with_new_secrets(
 async def test_long_user_agent_is_truncated(env: Env) -> None:
     issued, _ = await env.manager.create(env.user, ip=None, user_agent="x" * 5000, max_per_user=100)
     assert issued.record.user_agent == "x" * 512
-    assert env.rows()[0]["user_agent"] == "x" * 512
+    assert (await env.rows())[0]["user_agent"] == "x" * 512
 
 
 # repr never shows a secret -------------------------------------------------

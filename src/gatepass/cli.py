@@ -57,6 +57,9 @@ def serve(host: str | None, port: int | None, workers: int, log_level: str) -> N
         check_supported(settings)
     except ConfigError as exc:
         _fail(str(exc))
+    # Reach the database and bring (or check) its schema up to date here, where a
+    # failure is one line; inside uvicorn's start-up it would be a traceback.
+    _run(_start_store(settings))
     click.echo(f"gatepass serving on http://{settings.host}:{settings.port}", err=True)
     raise_fd_limit(settings.max_connections)
     limits = ConnectionLimits(
@@ -98,6 +101,15 @@ def serve(host: str | None, port: int | None, workers: int, log_level: str) -> N
 @main.group()
 def keys() -> None:
     """Inspect and rotate the access-token signing keys."""
+
+
+async def _start_store(settings: Settings) -> None:
+    """Connect and make the schema current (or refuse a stale one), then let go."""
+    store = store_from_settings(settings)
+    try:
+        await store.start()
+    finally:
+        await store.close()
 
 
 async def _with_store(action: Callable[[SqlStore, Settings], Awaitable[None]]) -> None:
@@ -202,7 +214,7 @@ def db_current() -> None:
 def _run(coro: Coroutine[Any, Any, None]) -> None:
     try:
         asyncio.run(coro)
-    except StoreError as exc:
+    except (StoreError, ConfigError) as exc:
         _fail(str(exc))
 
 

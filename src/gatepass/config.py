@@ -143,6 +143,11 @@ class Settings(BaseSettings):
     max_header_bytes: PositiveInt = 32_768
     header_timeout: PositiveInt = 10
     max_connections: PositiveInt = 1000
+    # --- PostgreSQL -------------------------------------------------------------------
+    #: A node on PostgreSQL whose schema is behind migrates it at start (else it
+    #: refuses to start, naming `gatepass db upgrade`); SQLite always migrates itself.
+    db_auto_upgrade: bool = False
+    # ----------------------------------------------------------------------------------
     #: Where the embedded default keeps its state. Not an environment setting.
     data_dir: Path = Field(default_factory=lambda: Path.cwd() / DATA_DIR_NAME, exclude=True)
 

@@ -13,7 +13,8 @@ from gatepass.stores.sql import SqlStore
 def store_from_settings(settings: Settings) -> SqlStore:
     """The store ``GATEPASS_DATABASE_URL`` names (the embedded SQLite file by default).
 
-    Not started: call ``start()`` (which migrates SQLite) before use and
+    Not started: call ``start()`` before use (it migrates SQLite, and PostgreSQL
+    with ``GATEPASS_DB_AUTO_UPGRADE``; else refuses a schema that is behind) and
     ``close()`` after.
     """
-    return SqlStore(settings.effective_database_url)
+    return SqlStore(settings.effective_database_url, auto_upgrade=settings.db_auto_upgrade)

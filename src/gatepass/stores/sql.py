@@ -31,12 +31,12 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.elements import ColumnElement
 
-from gatepass.errors import DuplicateRecord, StoreUnavailable
+from gatepass.errors import ConfigError, DuplicateRecord, StoreUnavailable
 from gatepass.stores import migrations
 from gatepass.stores.base import (
     EmailTaken,
@@ -212,6 +212,16 @@ def _session(row: Any) -> SessionRecord:
     )
 
 
+#: PostgreSQL text cannot hold NUL (asyncpg refuses the statement); SQLite can.
+_NUL = "\x00"
+
+
+def _storable(text: str | None) -> str | None:
+    """Free text from a client (a User-Agent) as every backend can store it: NUL
+    becomes U+FFFD, so a header with one cannot turn a sign-in into a 503."""
+    return text.replace(_NUL, "\ufffd") if text and _NUL in text else text
+
+
 def _session_values(record: SessionRecord) -> dict[str, Any]:
     return {
         "id_hash": record.id_hash,
@@ -221,13 +231,13 @@ def _session_values(record: SessionRecord) -> dict[str, Any]:
         "created_at": record.created_at,
         "last_seen_at": record.last_seen_at,
         "ip": record.ip,
-        "user_agent": record.user_agent,
+        "user_agent": _storable(record.user_agent),
     }
 
 
-def _prepare_sqlite_file(url: str) -> None:
+def _prepare_sqlite_file(url: URL) -> None:
     """Create the SQLite file and its folder private to this user (0700 / 0600)."""
-    database = make_url(url).database
+    database = url.database
     if not database or database == ":memory:":
         return
     path = Path(database)
@@ -237,6 +247,50 @@ def _prepare_sqlite_file(url: str) -> None:
     fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
     os.close(fd)
     os.chmod(path, 0o600)
+
+
+#: Seconds to wait for a PostgreSQL connection (asyncpg's own default is 60): an
+#: unreachable server fails a start-up or a request soon, not after a minute.
+PG_CONNECT_TIMEOUT = 10.0
+_DATABASE_URL_SETTING = "GATEPASS_DATABASE_URL"
+
+
+def async_database_url(url: str) -> URL:
+    """The SQLAlchemy async URL of a configured database URL.
+
+    ``sqlite:///path`` and ``postgresql://...`` name their async drivers
+    (aiosqlite, asyncpg); those spellings with the driver written out are taken
+    as they are. Anything else is a :class:`ConfigError` naming the setting.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        # Not echoed: the value may hold a password.
+        raise ConfigError(_DATABASE_URL_SETTING, "not a database URL") from None
+    drivers = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+    if parsed.drivername in drivers:
+        return parsed.set(drivername=drivers[parsed.drivername])
+    if parsed.drivername in drivers.values():
+        return parsed
+    raise ConfigError(
+        _DATABASE_URL_SETTING,
+        f"unsupported database {parsed.drivername!r}: use sqlite:///path or "
+        "postgresql://user:password@host:port/database",
+    )
+
+
+def _create_engine(url: URL, echo: bool) -> AsyncEngine:
+    connect_args: dict[str, Any] = {}
+    if url.get_backend_name() == "postgresql" and "timeout" not in url.query:
+        connect_args["timeout"] = PG_CONNECT_TIMEOUT
+    try:
+        return create_async_engine(url, echo=echo, connect_args=connect_args)
+    except ImportError as exc:
+        raise ConfigError(
+            _DATABASE_URL_SETTING,
+            f"its database driver is not installed ({exc}); "
+            f"install it with: pip install {url.get_driver_name()}",
+        ) from None
 
 
 @contextmanager
@@ -257,8 +311,16 @@ def _driver_errors_mapped(*, duplicates: bool = True) -> Iterator[None]:
             ) from exc
         raise DuplicateRecord(f"constraint violated: {type(exc.orig).__name__}") from None
     except DBAPIError as exc:
-        raise StoreUnavailable(f"database error: {type(exc.orig).__name__}: {exc.orig}") from exc
-    except (SQLAlchemyError, OSError) as exc:
+        words = str(exc.orig)
+        if "query argument" in words:
+            # asyncpg's words for a value it could not encode quote that value.
+            words = "a query argument was refused by the driver"
+        raise StoreUnavailable(f"database error: {type(exc.orig).__name__}: {words}") from exc
+    except OSError as exc:
+        # Connecting failed (refused, unknown host, timeout): the text names the
+        # address tried, never the credentials.
+        raise StoreUnavailable(f"database unreachable: {type(exc).__name__}: {exc}") from exc
+    except SQLAlchemyError as exc:
         raise StoreUnavailable(f"database error: {type(exc).__name__}") from exc
 
 
@@ -266,17 +328,17 @@ class SqlStore:
     """Users, sessions and secrets in one SQL database."""
 
     def __init__(self, url: str, *, echo: bool = False, auto_upgrade: bool = False) -> None:
-        self._url = url
+        self._url = async_database_url(url)
         self._auto_upgrade = auto_upgrade
-        self._is_sqlite = make_url(url).get_backend_name() == "sqlite"
+        self._is_sqlite = self._url.get_backend_name() == "sqlite"
         if self._is_sqlite:
-            _prepare_sqlite_file(url)
-        self.engine: AsyncEngine = create_async_engine(url, echo=echo)
+            _prepare_sqlite_file(self._url)
+        self.engine: AsyncEngine = _create_engine(self._url, echo)
         if self._is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
 
     def __repr__(self) -> str:
-        return f"SqlStore({make_url(self._url).render_as_string(hide_password=True)!r})"
+        return f"SqlStore({self._url.render_as_string(hide_password=True)!r})"
 
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[AsyncConnection]:
@@ -295,7 +357,8 @@ class SqlStore:
         if revision != migrations.HEAD:
             raise StoreUnavailable(
                 f"database schema is at revision {revision or 'none'}, this gatepass needs "
-                f"{migrations.HEAD}: run `gatepass db upgrade`"
+                f"{migrations.HEAD}: run `gatepass db upgrade` "
+                "(or start with GATEPASS_DB_AUTO_UPGRADE=1)"
             )
 
     async def upgrade(self) -> migrations.UpgradeResult:
@@ -388,6 +451,8 @@ class SqlStore:
         return _user(row) if row else None
 
     async def get_user_by_email(self, email: str) -> UserRecord | None:
+        if _NUL in email:
+            return None  # as in delete_session_by_handle
         async with self._tx() as conn:
             row = (await conn.execute(select(users).where(users.c.email == email))).first()
         return _user(row) if row else None
@@ -435,6 +500,8 @@ class SqlStore:
         return bool(result.rowcount)
 
     async def delete_session_by_handle(self, user_id: str, handle: str) -> bool:
+        if _NUL in handle:
+            return False  # no stored handle has one (and PostgreSQL cannot compare it)
         async with self._tx() as conn:
             result = await conn.execute(
                 delete(sessions).where(sessions.c.user_id == user_id, sessions.c.handle == handle)
@@ -546,7 +613,7 @@ class SqlStore:
                     last_used_at=family.last_used_at,
                     expires_at=family.expires_at,
                     ip=family.ip,
-                    user_agent=family.user_agent,
+                    user_agent=_storable(family.user_agent),
                     revoked=False,
                 )
             )
@@ -631,6 +698,8 @@ class SqlStore:
         return RotationOutcome(RotationStatus.ROTATED, family=family, user=_user(row, joined=True))
 
     async def revoke_family(self, family_id: str, now: float, user_id: str | None = None) -> bool:
+        if _NUL in family_id:
+            return False  # as in delete_session_by_handle
         condition = and_(families.c.id == family_id, families.c.revoked.is_(False))
         if user_id is not None:
             condition = and_(condition, families.c.user_id == user_id)
