@@ -227,6 +227,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         # were waiting when it was last checked.
         self._write_timer: TimerHandle | None = None
         self._write_waiting = 0
+        # The cycle whose application runs (with pipelining, not always self.cycle).
+        self._running_cycle: RequestResponseCycle | None = None
 
     # Connection
 
@@ -248,7 +250,17 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_timer = self._read_timer = self._write_timer = None
         if self._refused:
             return
+        running = self._running_cycle
+        if running is not None and not running.response_complete:
+            # uvicorn tells only the last request parsed; a pipelined one before it,
+            # waiting to write, would write into the closed transport.
+            running.disconnected = True
+            running.message_event.set()
         super().connection_lost(exc)
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        self._running_cycle = cycle
+        super()._start_asgi_task(cycle, app)
 
     def data_received(self, data: bytes) -> None:
         # One read may hold many requests: each is fed to the parser on its own, so
