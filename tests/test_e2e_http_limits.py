@@ -2,7 +2,8 @@
 
 Each test plays the attacker on loopback: an endless header, a slow-loris trickle,
 a stalled keep-alive request, a connection flood, a body that never ends, a
-client that hangs up mid-body. Limits are made small through the environment so
+stalled body, a client that never reads its answers, trailer floods, pipelined
+bursts, a client that hangs up mid-body. Limits are made small through the environment so
 the server gives up on the attacker within a second or two; every loop here is
 bounded, and a test fails (instead of hanging) when the server keeps waiting.
 """
@@ -13,6 +14,7 @@ import json
 import select
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -366,6 +368,254 @@ def test_connections_beyond_the_cap_are_refused_until_others_close(
             time.sleep(0.1)
     assert status == 200
     assert "GATEPASS_MAX_CONNECTIONS" in capped_server.logs()
+
+
+# Stalls after the head, with the connection cap reached
+
+
+TIGHT_TIMEOUT = 1  # seconds (GATEPASS_HEADER_TIMEOUT) on the tight server
+TIGHT_HEAD_BYTES = 192  # bytes (GATEPASS_MAX_HEADER_BYTES): room for httpx's own head
+#: How long after the timeout a stalled client may still hold its connection.
+STALL_DEADLINE = TIGHT_TIMEOUT + 3.0
+
+
+@pytest.fixture(scope="module")
+def tight_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """Three connections, 1 s timeout, heads of at most 192 bytes."""
+    env = {
+        "GATEPASS_DEV": "1",
+        "GATEPASS_MAX_CONNECTIONS": "3",
+        "GATEPASS_HEADER_TIMEOUT": str(TIGHT_TIMEOUT),
+        "GATEPASS_MAX_HEADER_BYTES": str(TIGHT_HEAD_BYTES),
+    }
+    with running_server(tmp_path_factory.mktemp("gatepass-tight"), env) as running:
+        yield running
+
+
+def served_by(server: RunningServer, deadline: float) -> bool:
+    """Whether a new client gets ``/healthz`` answered before ``deadline``."""
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{server.url}/healthz", timeout=1.0).status_code == 200:
+                return True
+        except httpx.TransportError:
+            pass  # refused over the cap (or the server has not seen a close yet)
+        time.sleep(0.05)
+    return False
+
+
+def test_slow_bodies_holding_every_connection_are_dropped(tight_server: RunningServer) -> None:
+    assert served_by(tight_server, time.monotonic() + 10)  # earlier tests' connections are gone
+    head = (
+        b"POST /auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 1000\r\n\r\n{"
+    )
+    held = [connect(tight_server) for _ in range(3)]
+    try:
+        for sock in held:
+            sock.sendall(head)
+        deadline = time.monotonic() + STALL_DEADLINE
+        outcomes = [read_until_closed(sock, deadline) for sock in held]
+        assert served_by(tight_server, deadline), "slow bodies kept every connection"
+    finally:
+        for sock in held:
+            sock.close()
+    for closed, received in outcomes:
+        assert closed, "a stalled body kept its connection past the timeout"
+        response = parse_response(received)
+        assert response.status == 408
+        assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_clients_that_never_read_their_answers_are_dropped(tight_server: RunningServer) -> None:
+    assert served_by(tight_server, time.monotonic() + 10)
+    burst = b"GET /login HTTP/1.1\r\nHost: x\r\n\r\n" * 3000
+    held = []
+    try:
+        for _ in range(3):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            # A small window, so the answers pile up on the server's side.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.settimeout(5.0)
+            sock.connect(("127.0.0.1", tight_server.port))
+            held.append(sock)
+            sock.sendall(burst)
+        # The server needs a moment to write answers until the client's window is full.
+        deadline = time.monotonic() + STALL_DEADLINE + 2.0
+        assert served_by(tight_server, deadline), "clients that never read kept every connection"
+        for sock in held:
+            closed, _ = read_until_closed(sock, time.monotonic() + 5)
+            assert closed, "the server kept a connection whose answers were never read"
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_slow_but_steady_upload_is_still_read(server: RunningServer) -> None:
+    body = json.dumps({"email": "nobody@example.com", "password": "correct horse"}).encode()
+    head = (
+        b"POST /auth/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    )
+    trickled = 12  # bytes, one every 0.3 s: 3.6 s in all, over three timeouts
+    with connect(server) as sock:
+        sock.sendall(head + body[:-trickled])
+        for i in range(len(body) - trickled, len(body)):
+            time.sleep(0.3)
+            sock.sendall(body[i : i + 1])
+        response = read_response(sock, time.monotonic() + 30)
+    assert response.status == 401, response  # read whole and judged: no such account
+
+
+# Answers before the body is read
+
+
+def test_early_answer_to_an_unread_body_closes_the_connection(server: RunningServer) -> None:
+    head = (
+        b"POST /auth/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % (1024 * MIB)
+    )
+    with connect(server) as sock:
+        sock.sendall(head + b'{"email": ')
+        response = read_response(sock, time.monotonic() + 10)
+        # The rest of the body, if sent, would be taken for a request: the client
+        # is told the connection ends with this answer, and it does.
+        assert response.status == 413
+        assert response.headers["connection"] == "close"
+        assert json.loads(response.body)["status"] == 413
+        closed, rest = read_until_closed(sock, time.monotonic() + DROP_DEADLINE)
+    assert closed
+    assert rest == b""
+
+
+def test_body_completed_before_the_answer_keeps_the_connection(server: RunningServer) -> None:
+    body = json.dumps({"email": "nobody@example.com", "password": "correct horse"}).encode()
+    head = (
+        b"POST /auth/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    )
+    with connect(server) as sock:
+        sock.sendall(head + body[:10])
+        time.sleep(0.2)
+        sock.sendall(body[10:])
+        first = read_response(sock, time.monotonic() + 30)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        second = read_response(sock, time.monotonic() + 10)
+    assert first.status == 401
+    assert "connection" not in first.headers
+    assert second.status == 200
+
+
+# Chunked bodies
+
+
+def test_one_byte_chunks_then_a_trailer_flood_is_cut_off(server: RunningServer) -> None:
+    rss_before = vm_rss_kib(server.pid)
+    chunks = b"1\r\nx\r\n" * 60_000
+    trailers = b"a:b\r\n" * 120_000
+    sent = 0
+    with connect(server) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+        sock.sendall(
+            b"POST /auth/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n"
+        )
+        try:
+            for start in range(0, len(trailers), 60_000):
+                sock.sendall(trailers[start : start + 60_000])
+                sent += 60_000
+                time.sleep(0.002)
+            sock.sendall(b"\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        closed, received = read_until_closed(sock, time.monotonic() + DROP_DEADLINE)
+        rss_growth = vm_rss_kib(server.pid) - rss_before
+    assert closed
+    assert received == b"", "the request was answered: its trailers were taken"
+    assert rss_growth < 4 * 1024, f"{rss_growth} KiB held for trailers"
+    assert "GATEPASS_MAX_HEADER_BYTES" in server.logs()
+
+
+# Pipelined requests
+
+
+def test_pipelined_burst_with_a_small_head_cap_is_answered(tight_server: RunningServer) -> None:
+    # Reads reach 256 KB once the kernel has grown the receive buffer; each holds
+    # over a thousand cap-sized pieces of pipelined requests.
+    since = len(tight_server.logs())
+    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * 120 + b"\r\n\r\n"
+    assert len(request) < TIGHT_HEAD_BYTES
+    count = 2 * MIB // len(request)
+    assert served_by(tight_server, time.monotonic() + 10)
+    with connect(tight_server, timeout=30) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * MIB)
+        # Sent from a thread while this one reads: a client that stops reading
+        # would (rightly) be dropped.
+        sender = threading.Thread(target=sock.sendall, args=(request * count,), daemon=True)
+        sender.start()
+        deadline = time.monotonic() + 120
+        answered = 0
+        tail = b""
+        while answered < count:
+            assert time.monotonic() < deadline, f"{answered} of {count} answered in time"
+            try:
+                chunk = sock.recv(1024 * 1024)
+            except ConnectionResetError:
+                chunk = b""
+            assert chunk, f"closed after {answered} of {count} answers"
+            window = tail + chunk
+            answered += window.count(b"HTTP/1.1 200 ")
+            tail = window[-12:]
+        sender.join(timeout=30)
+    logged = new_log(tight_server, since)
+    assert "Traceback" not in logged, logged[-3000:]
+
+
+def test_oversized_head_pipelined_behind_a_request_is_answered_431(
+    tight_server: RunningServer,
+) -> None:
+    assert served_by(tight_server, time.monotonic() + 10)
+    first = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    padding = b"X-Pad: " + b"p" * (TIGHT_HEAD_BYTES - 30)
+    with connect(tight_server) as sock:
+        # The second head starts in the read that ends the first request, and
+        # outgrows the cap in the next read.
+        sock.sendall(first + b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + padding[:100])
+        assert read_response(sock, time.monotonic() + 10).status == 200
+        sock.sendall(padding[100:] + b"\r\nX-More: " + b"m" * 50)
+        closed, received = read_until_closed(sock, time.monotonic() + DROP_DEADLINE)
+    assert closed
+    assert parse_response(received).status == 431
+
+
+def test_partial_head_pipelined_behind_a_request_is_timed_out(
+    tight_server: RunningServer,
+) -> None:
+    assert served_by(tight_server, time.monotonic() + 10)
+    first = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    with connect(tight_server) as sock:
+        sock.sendall(first + b"GET /healthz HTTP/1.1\r\nHo")
+        assert read_response(sock, time.monotonic() + 10).status == 200
+        closed, received = read_until_closed(sock, time.monotonic() + STALL_DEADLINE)
+    assert closed, "the pipelined head got no deadline"
+    assert parse_response(received).status == 408
+
+
+def test_flood_of_oversized_heads_logs_a_few_lines(tight_server: RunningServer) -> None:
+    assert served_by(tight_server, time.monotonic() + 10)
+    since = len(tight_server.logs())
+    for _ in range(6):
+        with connect(tight_server) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nX-Big: " + b"b" * TIGHT_HEAD_BYTES)
+            closed, received = read_until_closed(sock, time.monotonic() + DROP_DEADLINE)
+        assert closed
+        assert parse_response(received).status == 431
+    warnings = [
+        line
+        for line in new_log(tight_server, since).splitlines()
+        if "GATEPASS_MAX_HEADER_BYTES" in line
+    ]
+    assert len(warnings) <= 1, warnings
 
 
 # Workers and settings
