@@ -139,7 +139,8 @@ class Settings(BaseSettings):
     # ----------------------------------------------------------------------------------
     # HTTP layer limits of `gatepass serve` (server/protocol.py), safe without a
     # proxy in front: the request line and headers of one request, in bytes; the
-    # seconds a client has to send them; open connections per process.
+    # seconds a client has to send them, and that a request's body or its answer
+    # may stall (no byte read or drained); open connections per process.
     max_header_bytes: PositiveInt = 32_768
     header_timeout: PositiveInt = 10
     max_connections: PositiveInt = 1000
