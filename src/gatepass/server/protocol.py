@@ -218,6 +218,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         # Read stall: armed while a body is incomplete; the last moment the server
         # heard from the client or asked it for more.
         self._read_timer: TimerHandle | None = None
+        # Timers that expired once and were given one more loop turn (_recheck).
+        self._rechecked: set[str] = set()
         self._read_since = 0.0
         # A cycle whose body is still incomplete answers with Connection: close;
         # its own keep-alive, given back if the body completes before the answer.
@@ -392,6 +394,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 cycle.keep_alive = False
             self._read_since = time.monotonic()
             if self._read_timer is None:
+                self._rechecked.discard("read")
                 self._read_timer = self.loop.call_later(self._timeout, self._read_stalled)
 
     # Parser callbacks
@@ -439,6 +442,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         left = self._read_since + self._timeout - now
         if left > 0:
             self._read_timer = self.loop.call_later(left, self._read_stalled)
+            return
+        if self._recheck(self._read_stalled, "read"):
             return
         logger.debug("%srequest body stalled for GATEPASS_HEADER_TIMEOUT", self._client_prefix())
         if not cycle.response_started:
@@ -530,6 +535,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._close()
 
     def _arm_head_timer(self) -> None:
+        self._rechecked.discard("head")
         self._head_deadline = time.monotonic() + self._timeout
         self._head_timer = self.loop.call_later(self._timeout, self._head_timed_out)
 
@@ -548,6 +554,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             # started; after a long iteration a timer can fire early.
             self._head_timer = self.loop.call_later(left, self._head_timed_out)
             return
+        if self._recheck(self._head_timed_out, "head"):
+            return
         logger.debug(
             "%srequest head not complete within GATEPASS_HEADER_TIMEOUT", self._client_prefix()
         )
@@ -555,6 +563,26 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             detail = "The request line and headers did not arrive in time."
             self.transport.write(_problem_response(408, detail, self.server_state.default_headers))
         self._close()
+
+    def _recheck(self, callback: Callable[[], None], timer: str) -> bool:
+        """Give an expired timer one more turn of the loop before it acts.
+
+        Each loop iteration runs due timers before it delivers I/O, so after the
+        loop was busy past a deadline (a long request, a starved process) the
+        client's bytes may be waiting unseen. The timer is re-armed at zero delay
+        once; by then pending reads have reached ``data_received`` (which cancels
+        or resets it). ``True`` when it was re-armed and must not act yet.
+        """
+        if timer in self._rechecked:
+            self._rechecked.discard(timer)
+            return False
+        self._rechecked.add(timer)
+        handle = self.loop.call_later(0, callback)
+        if timer == "head":
+            self._head_timer = handle
+        else:
+            self._read_timer = handle
+        return True
 
     def _client_prefix(self) -> str:
         return f"{self.client[0]}:{self.client[1]} - " if self.client else ""
