@@ -573,16 +573,16 @@ def test_check_not_revoked_refuses_a_same_second_token_through_its_revoked_famil
         check_not_revoked(_claims(iat=NOW), state)
 
 
-# revocations reach other processes --------------------------------------------------------
+# revocations reach other processes (on SQLite and on PostgreSQL) ------------------------
 
 
 def test_a_bearer_logout_in_one_process_reaches_another_within_the_poll_interval(
-    make_client: MakeClient, clock: FakeClock
+    make_client: MakeClient, clock: FakeClock, database_url: str
 ) -> None:
     from gatepass.revocation import REVOCATION_POLL_SECONDS
 
-    node_a = make_client()
-    node_b = make_client()  # a second server process on the same database
+    node_a = make_client(database_url=database_url)
+    node_b = make_client(database_url=database_url)  # a second server process on the same database
     register(node_a)
     pair = token_login(node_a)
     assert bearer_me_status(node_b, pair["access_token"]) == 200
@@ -594,12 +594,12 @@ def test_a_bearer_logout_in_one_process_reaches_another_within_the_poll_interval
 
 
 def test_logout_all_in_one_process_reaches_another_within_the_poll_interval(
-    make_client: MakeClient, clock: FakeClock
+    make_client: MakeClient, clock: FakeClock, database_url: str
 ) -> None:
     from gatepass.revocation import REVOCATION_POLL_SECONDS
 
-    node_a = make_client()
-    node_b = make_client()
+    node_a = make_client(database_url=database_url)
+    node_b = make_client(database_url=database_url)
     register(node_a)
     first = token_login(node_a)
     second = token_login(node_b)
@@ -614,11 +614,11 @@ def test_logout_all_in_one_process_reaches_another_within_the_poll_interval(
 
 
 def test_a_restarted_process_still_refuses_tokens_revoked_before_it_started(
-    make_client: MakeClient,
+    make_client: MakeClient, database_url: str
 ) -> None:
-    before = make_client()
+    before = make_client(database_url=database_url)
     register(before)
     pair = token_login(before)
     assert before.post("/auth/logout", headers=bearer(pair["access_token"])).status_code == 204
-    after = make_client()  # starts after the revocation, same database
+    after = make_client(database_url=database_url)  # starts after the revocation, same database
     assert bearer_me_status(after, pair["access_token"]) == 401

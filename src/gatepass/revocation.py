@@ -15,6 +15,30 @@ trip. A process applies its own revocations at once and reads the others' at
 most :data:`REVOCATION_POLL_SECONDS` later. Entries are dropped once every
 token they could concern has expired (access-token TTL + leeway).
 
+Feed IDs do not commit in order. On PostgreSQL a writer takes its ID from the
+sequence when it inserts, and commits later: a revocation holding ID 7 may
+become visible after ID 8 was read. A reader that kept only "the highest ID
+seen" would skip 7 for good, and its token would live until ``exp``. So the
+view reads from a *floor*: every ID at or below it has been applied (or given
+up, below). Each poll asks for every row above the floor, applies the IDs it
+has not applied yet, remembers them, and moves the floor up over the IDs seen
+without a hole. A missing ID (a hole) holds the floor, so every poll reads
+again from there, until the lowest ID seen above the hole has been known here
+for :data:`REVOCATION_GAP_SECONDS` (60 s); then the floor passes the hole.
+Holes are normal and mostly permanent: a rolled-back transaction's ID never
+commits, PostgreSQL may skip sequence values after a crash, and pruning leaves
+one below the oldest live row. The rule misses only a revocation whose
+transaction stays open more than 60 s after a higher-numbered one was read
+here; revoking transactions run a few short statements, so the bound is
+generous on purpose. (A commit-ordered cursor, the writer's transaction ID
+against the reader's snapshot xmin, would need no bound but a PostgreSQL-only
+column; SQLite serialises writers, so its IDs commit in order anyway.)
+
+Costs: the poll stays one query; while a hole holds the floor it returns the
+rows above it again, and IDs already applied are skipped, so each event is
+applied once. Memory beyond the live entries is the set of IDs above the
+floor: at most the events of one window (60 s plus a poll).
+
 The epoch is compared in whole seconds (``iat`` is a whole number) so that a
 token issued just *after* a logout-all in the same second stays valid; a token
 issued just *before* it in that second is still refused, because logout-all
@@ -43,6 +67,10 @@ logger = logging.getLogger("gatepass.revocation")
 
 #: How stale another process's revocations may be here, normally.
 REVOCATION_POLL_SECONDS = 1.0
+#: How long a hole in the feed IDs may hold the floor before it is passed: a
+#: revoking transaction that commits later than this after a higher-numbered one
+#: was read would be missed (see the module docstring).
+REVOCATION_GAP_SECONDS = 60.0
 #: How often expired feed entries are dropped from memory and from the store.
 PRUNE_SECONDS = 60.0
 #: Users (email, roles) are cached this long for Bearer requests.
@@ -64,7 +92,12 @@ def check_not_revoked(claims: AccessClaims, state: BearerState) -> UserRecord:
 
 
 class RevocationView:
-    """This process's copy of the live revocation feed."""
+    """This process's copy of the live revocation feed.
+
+    It reads the feed from a floor below which it has applied every ID, and
+    remembers the IDs it has applied above it, so rows that commit out of ID
+    order are still applied, once each (the module docstring gives the rule).
+    """
 
     def __init__(self, store: RevocationStore, *, retention: float, clock: Clock) -> None:
         self._store = store
@@ -74,17 +107,25 @@ class RevocationView:
         self._families: dict[str, float] = {}
         self._epochs: dict[str, float] = {}
         self._created: dict[tuple[str, str], float] = {}
-        self._last_id = 0
+        #: Every feed ID at or below this has been applied or given up as a hole.
+        self._floor = 0
+        #: IDs above the floor already applied, with when they were first read here.
+        self._seen: dict[int, float] = {}
+        self._applied = 0
         self._synced_at = float("-inf")
         self._pruned_at = float("-inf")
         self._reads: SingleFlight[None, None] = SingleFlight()
 
     async def sync(self) -> None:
-        """Read feed entries this process has not seen yet."""
-        events = await self._store.revocation_events(self._last_id)
+        """Read feed entries this process has not applied yet (one query)."""
+        events = await self._store.revocation_events(self._floor)
+        now = self._clock()
         for event in events:
-            self._apply(event)
-        self._synced_at = self._clock()
+            if event.id > self._floor and event.id not in self._seen:
+                self._seen[event.id] = now
+                self._apply(event)
+        self._raise_floor(now)
+        self._synced_at = now
         if self._synced_at - self._pruned_at >= PRUNE_SECONDS:
             await self._prune()
 
@@ -110,8 +151,35 @@ class RevocationView:
         except StoreUnavailable as exc:
             logger.warning("revocation feed not read after a revocation: %s", exc)
 
+    def _raise_floor(self, now: float) -> None:
+        """Move the floor over the IDs seen without a hole, and over a hole once
+        the lowest ID seen above it is :data:`REVOCATION_GAP_SECONDS` old."""
+        if not self._seen:
+            return
+        for event_id in sorted(self._seen):
+            hole = event_id != self._floor + 1
+            if hole and now - self._seen[event_id] < REVOCATION_GAP_SECONDS:
+                break  # a lower ID may still commit: read again from the floor
+            self._floor = event_id
+            del self._seen[event_id]
+
+    @property
+    def floor(self) -> int:
+        """The feed ID at or below which every entry has been applied (or given up)."""
+        return self._floor
+
+    @property
+    def pending_ids(self) -> int:
+        """How many IDs above the floor are remembered (bounded by one window)."""
+        return len(self._seen)
+
+    @property
+    def applied(self) -> int:
+        """How many feed entries this view has applied (each at most once)."""
+        return self._applied
+
     def _apply(self, event: RevocationEvent) -> None:
-        self._last_id = max(self._last_id, event.id)
+        self._applied += 1
         if event.kind == "jti":
             self._jtis[event.subject] = event.created_at
         elif event.kind == "family":

@@ -292,7 +292,13 @@ class RevocationStore(Protocol):
         ...
 
     async def revocation_events(self, after_id: int) -> list[RevocationEvent]:
-        """Feed entries with an ID above ``after_id``, oldest first."""
+        """Feed entries with an ID above ``after_id``, in ID order.
+
+        IDs need not commit in order (PostgreSQL takes them from a sequence before
+        the commit): a later call may return an ID below one returned earlier, so
+        readers re-read from an ID below which they have seen everything
+        (:class:`gatepass.revocation.RevocationView`).
+        """
         ...
 
     async def prune_revocations(self, created_before: float) -> int:
