@@ -627,32 +627,12 @@ class SqlStore:
     async def rotate_refresh_token(
         self, old_hash: str, new_hash: str, now: float
     ) -> RotationOutcome:
-        async with self._tx() as conn:
-            # A read first: a string that names no token of a live family (guessing,
-            # junk, a flood) is refused without taking the write lock.
-            known = (
-                await conn.execute(
-                    select(families.c.revoked, families.c.expires_at)
-                    .join(families, families.c.id == refresh_tokens.c.family_id)
-                    .where(refresh_tokens.c.token_hash == old_hash)
-                )
-            ).first()
-        if known is None or known.revoked or known.expires_at <= now:
-            return RotationOutcome(RotationStatus.INVALID)
         live_family = select(families.c.id).where(_live_family(now))
         async with self._tx() as conn:
-            # The conditional update comes first: it takes the write lock, so
-            # concurrent rotations of one token serialise here and only one
-            # finds ``used_at`` still empty.
-            claimed = await conn.execute(
-                update(refresh_tokens)
-                .where(
-                    refresh_tokens.c.token_hash == old_hash,
-                    refresh_tokens.c.used_at.is_(None),
-                    refresh_tokens.c.family_id.in_(live_family),
-                )
-                .values(used_at=now)
-            )
+            # A read first: a string that names no token of a live family (guessing,
+            # junk, a flood) is refused without a write. (SQLite opens the write
+            # transaction only at the first write, so this read holds no snapshot
+            # that the write would have to upgrade.)
             row = (
                 await conn.execute(
                     select(
@@ -676,15 +656,32 @@ class SqlStore:
                     .where(refresh_tokens.c.token_hash == old_hash)
                 )
             ).first()
-            if row is None:
+            if row is None or row.revoked or row.expires_at <= now:
                 return RotationOutcome(RotationStatus.INVALID)
             family = replace(_family(row), last_used_at=now)
-            if claimed.rowcount != 1:
-                if family.revoked or family.expires_at <= now:
-                    return RotationOutcome(RotationStatus.INVALID)
-                await conn.execute(
-                    update(families).where(families.c.id == family.id).values(revoked=True)
+            # The conditional update decides: it takes the write lock, so
+            # concurrent rotations of one token serialise here and only one
+            # finds ``used_at`` still empty. Whatever committed between the read
+            # and here (a revocation, a password change) leaves the family dead,
+            # and then this update changes nothing.
+            claimed = await conn.execute(
+                update(refresh_tokens)
+                .where(
+                    refresh_tokens.c.token_hash == old_hash,
+                    refresh_tokens.c.used_at.is_(None),
+                    refresh_tokens.c.family_id.in_(live_family),
                 )
+                .values(used_at=now)
+            )
+            if claimed.rowcount != 1:
+                # Spent already (reuse), unless the family died meanwhile.
+                revoked = await conn.execute(
+                    update(families)
+                    .where(families.c.id == family.id, families.c.revoked.is_(False))
+                    .values(revoked=True)
+                )
+                if revoked.rowcount != 1:
+                    return RotationOutcome(RotationStatus.INVALID)
                 await _publish(conn, "family", [family.id], now, now)
                 return RotationOutcome(RotationStatus.REUSED, family=replace(family, revoked=True))
             await conn.execute(
