@@ -138,6 +138,15 @@ class Timeline:
         return self.read_at < self.committed_at < answered_at
 
 
+async def _kept(server: Server, trial: int, kind: str, stolen: httpx.Response) -> list[str]:
+    """What a raced sign-in still holds: nothing when it was refused (401), else
+    whichever of its credentials the server still accepts."""
+    if stolen.status_code != 200:
+        assert stolen.status_code == 401, stolen.text
+        return []
+    return [f"trial {trial} ({kind}): {c}" for c in await _still_works(server, kind, stolen)]
+
+
 async def _register(server: Server) -> None:
     async with server.client() as http:
         registered = await http.post("/auth/register", json={"email": EMAIL, "password": PASSWORD})
@@ -183,11 +192,7 @@ async def test_login_with_the_old_password_racing_a_password_change_keeps_nothin
             changed, (stolen, answered_at) = await asyncio.gather(change(), steal())
         assert changed == 204
         raced += timeline.raced(answered_at)
-        if stolen.status_code == 200:
-            alive = await _still_works(server, kind, stolen)
-            survivors += [f"trial {trial} ({kind}): {c}" for c in alive]
-        else:
-            assert stolen.status_code == 401, stolen.text
+        survivors += await _kept(server, trial, kind, stolen)
         old = new
     assert survivors == []
     # The offsets really put sign-ins across the commit (not all before or after it).
@@ -228,10 +233,6 @@ async def test_login_racing_a_logout_all_keeps_nothing(
         if timeline.committed_at < timeline.read_at:
             continue  # the sign-in began after the logout-all: what it gets is legitimate
         raced += timeline.raced(answered_at)
-        if stolen.status_code == 200:
-            alive = await _still_works(server, kind, stolen)
-            survivors += [f"trial {trial} ({kind}): {c}" for c in alive]
-        else:
-            assert stolen.status_code == 401, stolen.text
+        survivors += await _kept(server, trial, kind, stolen)
     assert survivors == []
     assert raced >= 1
