@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-APT_PACKAGES := chromium postgresql
+APT_PACKAGES := chromium postgresql redis-server
 
 .PHONY: install run test test-fast lint system-deps bench bench-quick bench-deps clean
 

@@ -18,6 +18,7 @@ import glob
 import itertools
 import os
 import pwd
+import random
 import re
 import secrets
 import shutil
@@ -276,3 +277,252 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite+aiosqlite:///{tmp_path / 'gatepass.db'}"
     return str(request.getfixturevalue("pg_url"))
+
+
+# Redis ---------------------------------------------------------------------------
+
+#: The cluster's nodes: three primaries, no replicas (enough for keys to spread over
+#: slots, so a multi-key command across slots fails as it would in production).
+CLUSTER_PRIMARIES = 3
+#: A cluster node also listens on its port + 10000 (the cluster bus).
+CLUSTER_BUS_OFFSET = 10_000
+CLUSTER_PORT_LOW, CLUSTER_PORT_HIGH = 20_000, 45_000
+
+
+@dataclass
+class RedisServer:
+    """One ``redis-server`` on loopback, its data in a folder of its own.
+
+    Append-only file with ``appendfsync always``: a graceful stop and start keeps
+    every write, which the durability tests rely on (production uses ``everysec``;
+    docs/scaling.md says why).
+    """
+
+    port: int
+    root: Path
+    cluster: bool = False
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.address}/0"
+
+    def start(self) -> None:
+        """Start (or start again, on the same port and data) and wait until it answers."""
+        argv = [
+            "redis-server",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.root),
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--protected-mode",
+            "no",
+        ]
+        if self.cluster:
+            argv += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+        log = (self.root / "server.log").open("ab")
+        self.process = subprocess.Popen(
+            argv, cwd=self.root, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+        log.close()
+        deadline = time.monotonic() + START_TIMEOUT
+        while not self._answers():
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited at start:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError(f"redis-server not ready after {START_TIMEOUT} s")
+            time.sleep(0.02)
+
+    def log_tail(self) -> str:
+        return (self.root / "server.log").read_text(errors="replace")[-2000:]
+
+    def _answers(self) -> bool:
+        try:
+            return self.command("PING") == "PONG"
+        except OSError:
+            return False
+
+    def command(self, *args: str) -> str:
+        """One command through ``redis-cli``: what it prints, stripped."""
+        done = subprocess.run(
+            ["redis-cli", "-h", "127.0.0.1", "-p", str(self.port), *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        if done.returncode != 0 or "Could not connect" in done.stdout + done.stderr:
+            raise OSError(done.stderr.strip() or done.stdout.strip())
+        return done.stdout.strip()
+
+    def stop(self) -> None:
+        """Graceful stop by PID (SIGTERM: Redis flushes its append-only file first)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def kill(self) -> None:
+        """Stop at once by PID (SIGKILL), as a crash would."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def _redis_binaries() -> None:
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        missing("redis-server / redis-cli not found: apt-get install redis-server")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_cluster_port() -> int:
+    """A free port whose cluster-bus port (10000 above, so at most 55535) is free too."""
+    for _ in range(1000):
+        port = random.randint(CLUSTER_PORT_LOW, CLUSTER_PORT_HIGH)
+        if _bindable(port) and _bindable(port + CLUSTER_BUS_OFFSET):
+            return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
+
+
+def start_redis(root: Path, *, cluster: bool = False) -> RedisServer:
+    """A new ``redis-server`` in ``root`` on a free port (the caller stops it)."""
+    _redis_binaries()
+    root.mkdir(parents=True, exist_ok=True)
+    server = RedisServer(free_cluster_port() if cluster else free_port(), root, cluster=cluster)
+    server.start()
+    return server
+
+
+@dataclass
+class RedisCluster:
+    """A real Redis Cluster of :data:`CLUSTER_PRIMARIES` primaries on loopback."""
+
+    nodes: list[RedisServer]
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(node.address for node in self.nodes)
+
+    def flush(self) -> None:
+        for node in self.nodes:
+            node.command("FLUSHALL")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def start_redis_cluster(root: Path) -> RedisCluster:
+    """Start the nodes, join them with ``redis-cli --cluster create`` and wait until
+    every node reports ``cluster_state:ok``."""
+    nodes: list[RedisServer] = []
+    try:
+        for index in range(CLUSTER_PRIMARIES):
+            nodes.append(start_redis(root / f"node{index}", cluster=True))
+        subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *(node.address for node in nodes),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        deadline = time.monotonic() + START_TIMEOUT
+        while not all("cluster_state:ok" in node.command("CLUSTER", "INFO") for node in nodes):
+            if time.monotonic() > deadline:
+                raise RuntimeError("Redis Cluster did not reach cluster_state:ok")
+            time.sleep(0.05)
+    except BaseException:
+        for node in nodes:
+            node.kill()
+        raise
+    return RedisCluster(nodes)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One real standalone Redis for the whole test session."""
+    root = Path(tempfile.mkdtemp(prefix="gatepass-redis-"))
+    server: RedisServer | None = None
+    try:
+        server = start_redis(root)
+        yield server
+    finally:
+        if server is not None:
+            server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """One real 3-primary Redis Cluster for the whole test session."""
+    _redis_binaries()
+    root = Path(tempfile.mkdtemp(prefix="gatepass-redis-cluster-"))
+    cluster: RedisCluster | None = None
+    try:
+        cluster = start_redis_cluster(root)
+        yield cluster
+    finally:
+        if cluster is not None:
+            cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's standalone Redis, emptied for this test (tests run one at a time)."""
+    redis_server.command("FLUSHALL")
+    return redis_server.url
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster: RedisCluster) -> str:
+    """The session's Redis Cluster, emptied for this test."""
+    redis_cluster.flush()
+    return redis_cluster.url
+
+
+@pytest.fixture(params=["redis", "redis-cluster"])
+def any_redis_url(request: pytest.FixtureRequest) -> str:
+    """Once a standalone Redis, once a Redis Cluster, each emptied for this test."""
+    name = "redis_url" if request.param == "redis" else "redis_cluster_url"
+    return str(request.getfixturevalue(name))
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis of this test's own, which it may stop, kill and start again."""
+    server = start_redis(tmp_path / "redis")
+    try:
+        yield server
+    finally:
+        server.kill()
