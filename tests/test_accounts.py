@@ -18,6 +18,7 @@ from gatepass.errors import (
     AuthenticationFailed,
     Conflict,
     DuplicateRecord,
+    InvalidRefreshToken,
     InvalidRequest,
     NotFound,
     RateLimited,
@@ -448,27 +449,31 @@ async def test_change_password_refuses_invalid_new_password(
 
 
 @pytest.mark.anyio
-async def test_password_change_is_atomic_when_it_fails_midway(gp: Gatepass) -> None:
+async def test_password_change_failing_at_its_last_step_leaves_no_old_credential_alive(
+    gp: Gatepass,
+) -> None:
+    """Kill first, grant last: the replacement session is the last write, so when it
+    fails every old credential is already dead and the new password is in force."""
     user = await register(gp, "ada@example.com")
     await register(gp, "bob@example.com")
     ada = await web_login(gp, "ada@example.com")
     ada_other = await web_login(gp, "ada@example.com")
     bob = await web_login(gp, "bob@example.com")
+    pair = await gp.accounts.start_token_family(user, ip=IP, user_agent=None)
     identity = await identity_of(gp, ada.cookie_value)
-    before = await gp.store.get_user_by_email("ada@example.com")
-    assert before is not None
     # The replacement session keeps the caller's handle; make it collide with Bob's
-    # session so that its insert, the last step of the transaction, fails.
+    # session so that its insert, the last step, fails.
     assert identity.session is not None
     colliding = replace(identity, session=replace(identity.session, handle=bob.record.handle))
     with pytest.raises(DuplicateRecord):
         await gp.accounts.change_password(colliding, PASSWORD, NEW_PASSWORD)
-    after = await gp.store.get_user_by_email("ada@example.com")
-    assert after is not None
-    assert after.password_hash == user.password_hash
-    assert after.tokens_valid_after == before.tokens_valid_after
-    assert await gp.sessions.load(ada.cookie_value) is not None
-    assert await gp.sessions.load(ada_other.cookie_value) is not None
+    assert await gp.sessions.load(ada.cookie_value) is None
+    assert await gp.sessions.load(ada_other.cookie_value) is None
+    assert await gp.store.list_sessions(user.id) == []
+    with pytest.raises(InvalidRefreshToken):
+        await gp.refresh_tokens.rotate(pair.refresh_token)
+    with pytest.raises(AuthenticationFailed):
+        await gp.accounts.verify_password_login("ada@example.com", PASSWORD, IP)
+    # The retry the user makes: signing in with the new password works.
+    assert await gp.accounts.verify_password_login("ada@example.com", NEW_PASSWORD, IP)
     assert await gp.sessions.load(bob.cookie_value) is not None
-    assert len(await gp.store.list_sessions(user.id)) == 2
-    assert await gp.accounts.verify_password_login("ada@example.com", PASSWORD, IP)

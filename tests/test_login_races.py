@@ -159,7 +159,7 @@ async def test_login_with_the_old_password_racing_a_password_change_keeps_nothin
 ) -> None:
     await _register(server)
     login_time = await _measure_login(server, PASSWORD)
-    timeline = Timeline(server.gp, monkeypatch, "change_password")
+    timeline = Timeline(server.gp, monkeypatch, "change_credentials")
     old = PASSWORD
     raced = 0
     survivors: list[str] = []
@@ -205,7 +205,7 @@ async def test_login_racing_a_logout_all_keeps_nothing(
 ) -> None:
     await _register(server)
     login_time = await _measure_login(server, PASSWORD)
-    timeline = Timeline(server.gp, monkeypatch, "end_everything")
+    timeline = Timeline(server.gp, monkeypatch, "change_credentials")
     raced = 0
     survivors: list[str] = []
     for trial in range(TRIALS):

@@ -22,9 +22,10 @@ from gatepass.sessions import (
     SessionState,
     hash_session_id,
     needs_touch,
+    new_session_id,
     session_state,
 )
-from gatepass.stores.base import SessionRecord, UserRecord
+from gatepass.stores.base import SLOT_TAG_LENGTH, SessionRecord, UserRecord, slot_tag
 from gatepass.stores.sql import SqlStore
 from tests.conftest import FakeClock
 
@@ -188,6 +189,15 @@ def test_hash_session_id_is_hex_sha256() -> None:
     assert hash_session_id("abc") == hashlib.sha256(b"abc").hexdigest()
 
 
+def test_a_tagged_session_id_keeps_its_users_slot_tag_and_the_rest_of_the_digest() -> None:
+    session_id = new_session_id("user-1")
+    digest = hashlib.sha256(session_id.encode()).hexdigest()
+    assert session_id.startswith(slot_tag("user-1"))
+    assert hash_session_id(session_id) == slot_tag("user-1") + digest[SLOT_TAG_LENGTH:]
+    # The tag is a hash prefix: the cookie does not carry the user ID.
+    assert "user-1" not in session_id
+
+
 # SessionManager on a real SqlStore -----------------------------------------
 
 
@@ -241,7 +251,8 @@ async def test_store_keeps_only_sha256_of_session_id(env: Env) -> None:
     issued = await create(env)
     session_id, _ = split_cookie(issued.cookie_value)
     (row,) = await env.rows()
-    assert row["id_hash"] == hashlib.sha256(session_id.encode()).hexdigest()
+    digest = hashlib.sha256(session_id.encode()).hexdigest()
+    assert row["id_hash"][SLOT_TAG_LENGTH:] == digest[SLOT_TAG_LENGTH:]
     for value in dict(row).values():
         assert session_id not in str(value)
         assert issued.cookie_value not in str(value)

@@ -36,7 +36,7 @@ from gatepass.ratelimit import CredentialGuard, LoginThrottle
 from gatepass.refresh import RefreshTokens, TokenPair
 from gatepass.revocation import BearerAuthenticator, RevocationView
 from gatepass.sessions import IssuedSession, SessionManager, SessionState, session_state
-from gatepass.stores.base import EmailTaken, Evicted, SessionRecord, Store, UserRecord
+from gatepass.stores.base import EmailTaken, Evicted, Store, UserRecord
 
 MAX_EMAIL_LENGTH = MAX_EMAIL_OCTETS  # kept for importers
 DEFAULT_ROLES = ("user",)
@@ -273,11 +273,48 @@ class Accounts:
     async def logout_all(self, identity: Identity) -> None:
         """End every session and family; every access token issued before now fails,
         and a sign-in still checking a password for this user grants nothing."""
-        ended, _ = await self._store.end_everything(identity.user.id, self._clock())
-        self._forget_user(identity.user.id)
+        ended, _ = await self._end_everything(identity.user)
         await self._revocations.sync_quietly()
         self._metrics.sessions_ended.inc(ended)
         self._metrics.revocations.labels(reason="logout_all").inc()
+
+    async def _end_everything(
+        self, user: UserRecord, *, password_hash: str | None = None, compare: bool = False
+    ) -> tuple[int, int | None]:
+        """Kill every credential of ``user``, in the order that fails closed (DESIGN §2),
+        and, with ``password_hash``, set it. Return how many sessions ended and the
+        new credential version (``None``: the user is gone).
+
+        1. The sessions, with a version floor that refuses a sign-in in flight (on
+           stores that keep sessions apart from the users, e.g. Redis);
+        2. in one database transaction: the credential version and token epoch
+           move, every refresh family is revoked, the new hash is set (``compare``:
+           only if ``user.credential_version`` is still current, else
+           :class:`CredentialsChanged` and nothing changed).
+
+        A failure after step 1 leaves the user signed out everywhere and the
+        password unchanged; a retry completes the job. When step 2 moved the
+        version past the floor of step 1 (another change raced this one), the
+        sessions are ended again under the final version.
+        """
+        floor = user.credential_version + 1
+        ended = await self._store.end_user_sessions(user.id, min_credential_version=floor)
+        try:
+            version = await self._store.change_credentials(
+                user.id,
+                self._clock(),
+                password_hash=password_hash,
+                credential_version=user.credential_version if compare else None,
+            )
+            if version is not None and version != floor:
+                ended += await self._store.end_user_sessions(
+                    user.id, min_credential_version=version
+                )
+        finally:
+            self._forget_user(user.id)
+        if version is None and compare:
+            raise CredentialsChanged()
+        return ended, version
 
     def _forget_user(self, user_id: str) -> None:
         """Drop what this process cached about the user (sessions, the Bearer path's
@@ -382,24 +419,21 @@ class Accounts:
             # logout-all or password change elsewhere: it must not be renewed.
             raise CredentialsChanged()
         new_hash = await self._hasher.hash(new_password)
-        previous = await self._store.list_sessions(user.id)
-        issued = None
-        replacement: SessionRecord | None = None
-        if identity.session is not None:
-            issued = self._sessions.regenerated(identity.session)
-            replacement = issued.record
-        changed = await self._store.change_password(
-            user.id,
-            new_hash,
-            replacement=replacement,
-            now=self._clock(),
-            credential_version=user.credential_version,
-        )
-        if not changed:
-            raise CredentialsChanged()
-        self._forget_user(user.id)
+        ended, version = await self._end_everything(user, password_hash=new_hash, compare=True)
         await self._revocations.sync_quietly()
-        ended = len(previous) - (1 if replacement is not None else 0)
+        issued = None
+        if identity.session is not None and version is not None:
+            # Granted last: the caller's device under a new ID, for the new version
+            # (refused if another change has moved it since: that one wins).
+            issued = self._sessions.regenerated(identity.session)
+            ended -= 1
+            evicted = await self._store.insert_session(
+                issued.record,
+                credential_version=version,
+                limit=self._sessions.policy.limit(self._max_sessions),
+            )
+            if evicted is None:
+                raise CredentialsChanged()
         self._metrics.sessions_ended.inc(max(0, ended))
         return issued
 

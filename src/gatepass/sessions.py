@@ -21,11 +21,13 @@ from gatepass._singleflight import SingleFlight
 from gatepass.clock import Clock
 from gatepass.errors import CredentialsChanged
 from gatepass.stores.base import (
+    SLOT_TAG_LENGTH,
     Evicted,
     SessionLimit,
     SessionRecord,
     SessionStore,
     UserRecord,
+    slot_tag,
 )
 
 SESSION_ID_BYTES = 32
@@ -39,11 +41,33 @@ _SIGNER_SALT = "gatepass.session-cookie"
 #: within this time (the same bound as the access-token revocation feed).
 SESSION_CACHE_SECONDS = 1.0
 SESSION_CACHE_SIZE = 10_000
+_HEX = frozenset("0123456789abcdef")
+#: A tagged session ID: the slot tag, then 43 URL-safe characters (32 bytes).
+TAGGED_ID_LENGTH = SLOT_TAG_LENGTH + 43
+
+
+def _is_tag(text: str) -> bool:
+    return len(text) == SLOT_TAG_LENGTH and all(c in _HEX for c in text)
 
 
 def hash_session_id(session_id: str) -> str:
-    """The store key of a session: hex SHA-256 of its secret ID."""
-    return hashlib.sha256(session_id.encode("ascii")).hexdigest()
+    """The store key of a session: hex SHA-256 of its secret ID, whose first
+    characters are replaced by the slot tag the ID starts with (IDs minted before
+    tags existed keep the plain digest).
+
+    The tag is public routing data (:func:`gatepass.stores.base.slot_tag`); the
+    other 240 bits of the digest still name the session.
+    """
+    digest = hashlib.sha256(session_id.encode("ascii")).hexdigest()
+    tag = session_id[:SLOT_TAG_LENGTH]
+    if len(session_id) == TAGGED_ID_LENGTH and _is_tag(tag):
+        return tag + digest[SLOT_TAG_LENGTH:]
+    return digest
+
+
+def new_session_id(user_id: str) -> str:
+    """A fresh secret session ID: the user's slot tag, then 256 random bits."""
+    return slot_tag(user_id) + secrets.token_urlsafe(SESSION_ID_BYTES)
 
 
 class CookieSigner:
@@ -140,8 +164,13 @@ class SessionManager:
         signer: CookieSigner,
         policy: SessionPolicy,
         clock: Clock,
+        *,
+        cache_seconds: float = SESSION_CACHE_SECONDS,
     ) -> None:
         self._store = store
+        #: 0 when every node must see a session end at once (a shared session store:
+        #: each check is then one store round trip).
+        self._cache_seconds = cache_seconds
         self._signer = signer
         self.policy = policy
         self._clock = clock
@@ -165,7 +194,7 @@ class SessionManager:
     ) -> IssuedSession:
         """Mint a session (not yet stored). ``created_at`` keeps an absolute timeout on rotation."""
         now = self._clock()
-        session_id = secrets.token_urlsafe(SESSION_ID_BYTES)
+        session_id = new_session_id(user_id)
         record = SessionRecord(
             id_hash=hash_session_id(session_id),
             handle=secrets.token_urlsafe(HANDLE_BYTES),
@@ -227,7 +256,7 @@ class SessionManager:
         now = self._clock()
         cached = self._cache.get(id_hash)
         cacheable = True
-        if cached is not None and now - cached[2] < SESSION_CACHE_SECONDS:
+        if cached is not None and now - cached[2] < self._cache_seconds:
             record, user, loaded_at = cached
         else:
             found, generation = await self._fetch_shared(id_hash)
@@ -246,7 +275,7 @@ class SessionManager:
         touch = needs_touch(record, now, self.policy)
         if touch:
             record = replace(record, last_seen_at=now)
-        if cacheable:
+        if cacheable and self._cache_seconds > 0:
             # Cached before the write, so concurrent requests do not all write too.
             self._remember(id_hash, record, user, loaded_at)
         if touch:

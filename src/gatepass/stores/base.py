@@ -8,12 +8,29 @@ cannot be reached, so callers fail closed.
 from __future__ import annotations
 
 import enum
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 # Re-exported: stores raise it, and callers catch it from here or from gatepass.errors.
 from gatepass.errors import EmailTaken as EmailTaken
+
+#: Hex characters of :func:`slot_tag`: 65,536 buckets, more than Redis Cluster's
+#: 16,384 slots, and too few to single out a user.
+SLOT_TAG_LENGTH = 4
+
+
+def slot_tag(user_id: str) -> str:
+    """The shard a user's sessions live in, as a short hex tag.
+
+    A session ID starts with its user's tag, so a sharded store (Redis Cluster)
+    finds the session from the cookie alone and keeps it in one slot with the
+    user's session index: one user's keys move together, atomically. The tag is a
+    hash prefix, not the user ID, so a cookie does not name its user.
+    """
+    digest = hashlib.sha256(b"gatepass-slot:" + user_id.encode()).hexdigest()
+    return digest[:SLOT_TAG_LENGTH]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +54,9 @@ class UserRecord:
 
 @dataclass(frozen=True, slots=True)
 class SessionRecord:
-    """A stored browser session. ``id_hash`` is SHA-256 of the secret ID, never the ID."""
+    """A stored browser session. ``id_hash`` is SHA-256 of the secret ID, never the
+    ID; its first :data:`SLOT_TAG_LENGTH` characters are the user's :func:`slot_tag`
+    (see :func:`gatepass.sessions.hash_session_id`)."""
 
     id_hash: str
     handle: str
@@ -171,6 +190,26 @@ class UserStore(Protocol):
         rehash can never undo a password change that committed meanwhile."""
         ...
 
+    async def change_credentials(
+        self,
+        user_id: str,
+        now: float,
+        *,
+        password_hash: str | None = None,
+        credential_version: int | None = None,
+    ) -> int | None:
+        """Kill every token credential of the user, in one transaction: move the
+        credential version and the token epoch (to ``now``), revoke every refresh
+        family (on the feed), end the sessions kept with the users (if any), and set
+        ``password_hash`` when given.
+
+        With ``credential_version``, only if it is still the user's (a password
+        change: of two racing, one wins); else unconditionally (logout-all).
+        Return the new credential version, or ``None`` when it had moved (nothing
+        changed) or the user is gone.
+        """
+        ...
+
 
 class SessionStore(Protocol):
     async def insert_session(
@@ -202,27 +241,15 @@ class SessionStore(Protocol):
 
     async def list_sessions(self, user_id: str) -> list[SessionRecord]: ...
 
-    async def change_password(
-        self,
-        user_id: str,
-        password_hash: str,
-        *,
-        replacement: SessionRecord | None,
-        now: float,
-        credential_version: int,
-    ) -> bool:
-        """In one transaction, only if the user's credential version is still
-        ``credential_version`` (else change nothing and return ``False``): set the
-        hash, move the credential version and the token epoch (to ``now``), end every
-        session and refresh family of the user (a Bearer caller's own family
-        included: it must sign in again) and insert ``replacement`` (the caller's
-        session under a new ID)."""
-        ...
+    async def end_user_sessions(self, user_id: str, *, min_credential_version: int) -> int:
+        """End every session of the user and refuse, from now on, a session stored
+        for a credential version below ``min_credential_version`` (a sign-in that
+        read the user before the change under way). Return how many ended.
 
-    async def end_everything(self, user_id: str, now: float) -> tuple[int, int]:
-        """In one transaction: move the credential version and the token epoch (to
-        ``now``) and end every session and family of the user; return (sessions
-        ended, families revoked)."""
+        The first write of a password change or logout-all (kill first): stores
+        that keep sessions with the users (SQL) check the version against the
+        user row anyway, stores that keep them elsewhere (Redis) keep this floor.
+        """
         ...
 
 

@@ -466,6 +466,39 @@ class SqlStore:
             )
         return bool(result.rowcount)
 
+    async def change_credentials(
+        self,
+        user_id: str,
+        now: float,
+        *,
+        password_hash: str | None = None,
+        credential_version: int | None = None,
+    ) -> int | None:
+        condition = users.c.id == user_id
+        if credential_version is not None:
+            condition = and_(condition, users.c.credential_version == credential_version)
+        values: dict[str, Any] = {
+            "tokens_valid_after": now,
+            "credential_version": users.c.credential_version + 1,
+        }
+        if password_hash is not None:
+            values["password_hash"] = password_hash
+        async with self._tx() as conn:
+            # First statement: it takes the user row's write lock, so a sign-in
+            # checking the old version waits for this transaction, then sees it moved.
+            changed = await conn.execute(
+                update(users)
+                .where(condition)
+                .values(**values)
+                .returning(users.c.credential_version)
+            )
+            row = changed.first()
+            if row is None:
+                return None
+            await conn.execute(delete(sessions).where(sessions.c.user_id == user_id))
+            await _revoke_user_families(conn, user_id, now)
+        return int(row.credential_version)
+
     # sessions --------------------------------------------------------------
 
     async def insert_session(
@@ -517,45 +550,12 @@ class SqlStore:
             )
             return [_session(row) for row in rows]
 
-    async def change_password(
-        self,
-        user_id: str,
-        password_hash: str,
-        *,
-        replacement: SessionRecord | None,
-        now: float,
-        credential_version: int,
-    ) -> bool:
+    async def end_user_sessions(self, user_id: str, *, min_credential_version: int) -> int:
+        # The version floor needs no record here: a session insert checks the
+        # version against the user row itself (_make_room).
         async with self._tx() as conn:
-            # First statement: it takes the user row's write lock, so a sign-in
-            # checking the old version waits for this transaction, then sees it moved.
-            changed = await conn.execute(
-                update(users)
-                .where(users.c.id == user_id, users.c.credential_version == credential_version)
-                .values(
-                    password_hash=password_hash,
-                    tokens_valid_after=now,
-                    credential_version=users.c.credential_version + 1,
-                )
-            )
-            if changed.rowcount != 1:
-                return False
-            await conn.execute(delete(sessions).where(sessions.c.user_id == user_id))
-            await _revoke_user_families(conn, user_id, now)
-            if replacement is not None:
-                await conn.execute(insert(sessions).values(**_session_values(replacement)))
-        return True
-
-    async def end_everything(self, user_id: str, now: float) -> tuple[int, int]:
-        async with self._tx() as conn:
-            await conn.execute(
-                update(users)
-                .where(users.c.id == user_id)
-                .values(tokens_valid_after=now, credential_version=users.c.credential_version + 1)
-            )
             ended = await conn.execute(delete(sessions).where(sessions.c.user_id == user_id))
-            revoked = await _revoke_user_families(conn, user_id, now)
-        return int(ended.rowcount), revoked
+        return int(ended.rowcount)
 
     # signing keys ----------------------------------------------------------
 
