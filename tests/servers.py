@@ -526,3 +526,38 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.kill()
+
+
+# Every backend combination ------------------------------------------------------
+
+BACKENDS = ["sqlite", "postgresql", "postgresql+redis", "postgresql+redis-cluster"]
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where a test's state lives: a database, and Redis when scaled out."""
+
+    name: str
+    database_url: str
+    redis_url: str | None = None
+
+    def env(self) -> dict[str, str]:
+        """The settings that select this backend."""
+        env = {"database_url": self.database_url}
+        if self.redis_url:
+            env["redis_url"] = self.redis_url
+        return env
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    """Once per backend combination: SQLite; PostgreSQL; PostgreSQL + Redis;
+    PostgreSQL + Redis Cluster (each a fresh database, each Redis emptied)."""
+    name = str(request.param)
+    if name == "sqlite":
+        return Backend(name, f"sqlite+aiosqlite:///{tmp_path / 'gatepass.db'}")
+    database = str(request.getfixturevalue("pg_url"))
+    if name == "postgresql":
+        return Backend(name, database)
+    redis = "redis_url" if name == "postgresql+redis" else "redis_cluster_url"
+    return Backend(name, database, str(request.getfixturevalue(redis)))

@@ -164,11 +164,11 @@ async def test_prune_loop_survives_an_unexpected_error(
 
 
 @pytest.mark.anyio
-async def test_redis_url_is_refused_rather_than_silently_ignored(
+async def test_a_redis_url_we_cannot_read_is_refused_rather_than_ignored(
     tmp_path: Path, clock: FakeClock
 ) -> None:
     settings = load_settings(
-        {"GATEPASS_REDIS_URL": "redis://127.0.0.1:6379/0"}, data_dir=tmp_path / ".gatepass"
+        {"GATEPASS_REDIS_URL": "memcached://127.0.0.1:6379"}, data_dir=tmp_path / ".gatepass"
     )
     with pytest.raises(ConfigError) as caught:
         await Gatepass.open(settings, clock=clock)
@@ -176,8 +176,18 @@ async def test_redis_url_is_refused_rather_than_silently_ignored(
 
 
 @pytest.mark.e2e
-def test_serve_with_redis_url_stops_with_one_line(tmp_path: Path) -> None:
+def test_serve_with_an_unreachable_redis_stops_with_one_line(tmp_path: Path) -> None:
     result = run_serve_expecting_exit(tmp_path, {"GATEPASS_REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "redis" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.e2e
+def test_serve_with_an_unreadable_redis_url_stops_with_one_line_naming_it(tmp_path: Path) -> None:
+    result = run_serve_expecting_exit(tmp_path, {"GATEPASS_REDIS_URL": "redis+cluster://a:b"})
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr

@@ -14,10 +14,10 @@ from typing import Any, NoReturn
 import click
 
 from gatepass.config import Settings, load_settings
-from gatepass.core import check_supported
 from gatepass.errors import ConfigError, StoreError
 from gatepass.stores import migrations
-from gatepass.stores.factory import store_from_settings
+from gatepass.stores.factory import database_from_settings, store_from_settings
+from gatepass.stores.redis_connection import check_redis_url
 from gatepass.stores.sql import SqlStore
 from gatepass.tokens import KeyRing, retired_key_retention
 
@@ -54,7 +54,8 @@ def serve(host: str | None, port: int | None, workers: int, log_level: str) -> N
 
     settings = _settings(host=host, port=port)
     try:
-        check_supported(settings)
+        if settings.redis_url:
+            check_redis_url(settings.redis_url)
     except ConfigError as exc:
         _fail(str(exc))
     # Reach the database and bring (or check) its schema up to date here, where a
@@ -115,7 +116,7 @@ async def _start_store(settings: Settings) -> None:
 async def _with_store(action: Callable[[SqlStore, Settings], Awaitable[None]]) -> None:
     """Run ``action`` on the deployment's store alone: no keys or secrets are created."""
     settings = _settings()
-    store = store_from_settings(settings)
+    store = database_from_settings(settings)
     try:
         await store.start()
         await action(store, settings)
@@ -176,7 +177,7 @@ def db_upgrade() -> None:
     servers start). Rows a migration had to leave as they were are listed."""
 
     async def upgrade() -> None:
-        store = store_from_settings(_settings())
+        store = database_from_settings(_settings())
         try:
             result = await store.upgrade()
         finally:
@@ -196,7 +197,7 @@ def db_current() -> None:
     """Print the schema revision of the database (without changing it)."""
 
     async def current() -> None:
-        store = store_from_settings(_settings())
+        store = database_from_settings(_settings())
         try:
             revision = await store.current_revision()
         finally:

@@ -12,35 +12,21 @@ from gatepass.authenticator import Authenticator
 from gatepass.clock import Clock
 from gatepass.config import Settings
 from gatepass.devices import DeviceCookies
-from gatepass.errors import ConfigError
 from gatepass.metrics import Metrics
 from gatepass.passwords import PasswordHasher
 from gatepass.ratelimit import CredentialGuard, LoginThrottle
 from gatepass.refresh import RefreshTokens
 from gatepass.revocation import BearerAuthenticator, RevocationView
-from gatepass.sessions import CookieSigner, SessionManager, SessionPolicy
+from gatepass.sessions import SESSION_CACHE_SECONDS, CookieSigner, SessionManager, SessionPolicy
 from gatepass.stores.base import Store
 from gatepass.stores.factory import store_from_settings
+from gatepass.stores.split import SplitStore
 from gatepass.tokens import AccessTokens, KeyRing, retired_key_retention
 
 logger = logging.getLogger("gatepass")
 
 SESSION_SECRET_NAME = "session-secret-1"  # noqa: S105 - a row name, not a secret
 GENERATED_SECRET_BYTES = 32
-
-
-def check_supported(settings: Settings) -> None:
-    """Refuse settings this version accepts but cannot honour, rather than ignore them.
-
-    ``GATEPASS_REDIS_URL`` is refused: a deployment that sets it expects sessions,
-    revocations and counters shared across nodes, and must not silently get
-    per-process ones.
-    """
-    if settings.redis_url:
-        raise ConfigError(
-            "GATEPASS_REDIS_URL",
-            "Redis is not supported by this version; unset it (state lives in the database)",
-        )
 
 
 def _new_secret() -> str:
@@ -72,6 +58,9 @@ class Gatepass:
             CookieSigner(session_secrets),
             SessionPolicy(settings.session_idle_timeout, settings.session_absolute_timeout),
             clock,
+            # Sessions shared by many nodes are read each time, so an end on one
+            # node holds on every other at once.
+            cache_seconds=0.0 if isinstance(store, SplitStore) else SESSION_CACHE_SECONDS,
         )
         self.throttle = LoginThrottle(
             max_failures=settings.login_max_failures,
@@ -144,9 +133,8 @@ class Gatepass:
         shared with other code); the instance starts it and closes it in
         :meth:`close`.
         """
-        check_supported(settings)
         if store is None:
-            store = store_from_settings(settings)
+            store = store_from_settings(settings, clock=clock)
         try:
             await store.start()
             configured = [s.get_secret_value() for s in settings.session_secrets]

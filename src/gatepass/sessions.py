@@ -308,6 +308,8 @@ class SessionManager:
     ) -> None:
         """Drop cached sessions this process just ended (by ID hash, user or handles)."""
         self._generation += 1
+        if user_id is not None:
+            self._store.forget_user(user_id)
         if id_hash is not None:
             self._cache.pop(id_hash, None)
         if user_id is not None or handles:

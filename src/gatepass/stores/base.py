@@ -241,6 +241,11 @@ class SessionStore(Protocol):
 
     async def list_sessions(self, user_id: str) -> list[SessionRecord]: ...
 
+    def forget_user(self, user_id: str) -> None:
+        """Drop whatever this store caches about the user (its credentials, roles or
+        existence changed). Stores that cache nothing do nothing."""
+        ...
+
     async def end_user_sessions(self, user_id: str, *, min_credential_version: int) -> int:
         """End every session of the user and refuse, from now on, a session stored
         for a credential version below ``min_credential_version`` (a sign-in that

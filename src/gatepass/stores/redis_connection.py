@@ -17,6 +17,8 @@ from urllib.parse import unquote, urlsplit
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode
+from redis.asyncio.retry import Retry
+from redis.backoff import ConstantBackoff
 
 from gatepass.errors import ConfigError, StoreUnavailable
 
@@ -31,6 +33,18 @@ SOCKET_TIMEOUT = 2.0
 CONNECT_TIMEOUT = 2.0
 #: Connections one process keeps per Redis node.
 MAX_CONNECTIONS = 64
+#: A command on a pooled connection the server closed (a restart, a failover) is
+#: sent once more on a new one; a timeout is not retried (fail fast, closed).
+RECONNECT_RETRIES = 1
+RECONNECT_BACKOFF = 0.01
+
+
+def _retry() -> Retry:
+    return Retry(
+        ConstantBackoff(RECONNECT_BACKOFF),
+        RECONNECT_RETRIES,
+        supported_errors=(redis_errors.ConnectionError,),
+    )
 
 
 def is_cluster_url(url: str) -> bool:
@@ -76,6 +90,7 @@ def connect(url: str) -> RedisClient:
             max_connections=MAX_CONNECTIONS,
             health_check_interval=0,
             decode_responses=False,
+            retry=_retry(),
         )
     userinfo = parts.netloc.rpartition("@")[0]
     username, _, password = userinfo.partition(":")
@@ -88,6 +103,7 @@ def connect(url: str) -> RedisClient:
         socket_connect_timeout=CONNECT_TIMEOUT,
         max_connections=MAX_CONNECTIONS,
         decode_responses=False,
+        retry=_retry(),
     )
 
 

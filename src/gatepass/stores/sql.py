@@ -550,6 +550,9 @@ class SqlStore:
             )
             return [_session(row) for row in rows]
 
+    def forget_user(self, user_id: str) -> None:
+        """Nothing is cached here: every session check reads the user with it."""
+
     async def end_user_sessions(self, user_id: str, *, min_credential_version: int) -> int:
         # The version floor needs no record here: a session insert checks the
         # version against the user row itself (_make_room).

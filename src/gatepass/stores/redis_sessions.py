@@ -1,0 +1,307 @@
+"""Browser sessions in Redis (standalone or Cluster), with a per-user index.
+
+Keys, all of one user under one hash tag (the user's :func:`slot_tag`, which
+every session ID of the user starts with), so each operation is one Lua script
+on one slot, atomic on a Cluster too:
+
+* ``gatepass:{T}:s:<id_hash>``: a hash, the session. It expires by itself at
+  its idle or absolute timeout, whichever comes first (``PEXPIREAT``, moved on
+  each touch).
+* ``gatepass:{T}:u:<user_id>:idx``: a sorted set of the user's session hashes
+  (score: created), so listing and ending a user's sessions cost O(that user's
+  sessions), never a SCAN. It lives as long as a session can.
+* ``gatepass:{T}:u:<user_id>:ver``: the lowest credential version a new session
+  may be stored for. A password change or logout-all raises it before anything
+  else, so a sign-in that read the user earlier (and is still checking the old
+  password) stores nothing, as the SQL store's row lock ensures there.
+
+A session check is one round trip (``HGETALL``). Members of the index whose
+session expired are dropped whenever the index is read. Redis keeps only the
+SHA-256 of a session ID, like the SQL store.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, cast
+
+from gatepass.stores.base import (
+    SLOT_TAG_LENGTH,
+    Evicted,
+    SessionLimit,
+    SessionRecord,
+    slot_tag,
+)
+from gatepass.stores.redis_connection import RedisClient, mapped
+
+PREFIX = "gatepass"
+_MS = 1000
+
+# Shared by the scripts: the user's indexed sessions that still exist, as
+# {id_hash, last seen, created, handle}; index entries whose session key expired
+# (Redis dropped it at its timeout) are removed on the way.
+_LIVE = """
+local function live_members(index, prefix)
+  local out = {}
+  for _, member in ipairs(redis.call('ZRANGE', index, 0, -1)) do
+    local f = redis.call('HMGET', prefix .. member, 'ca', 'ls', 'h')
+    local created, seen = tonumber(f[1]), tonumber(f[2])
+    if created == nil or seen == nil then
+      redis.call('ZREM', index, member)
+    else
+      table.insert(out, {member, seen, created, f[3]})
+    end
+  end
+  return out
+end
+"""
+
+#: KEYS: session, index, floor. ARGV: version, max sessions, now, session key
+#: prefix, index ttl ms, expire-at ms, then field/value pairs.
+INSERT = (
+    _LIVE
+    + """
+local floor = tonumber(redis.call('GET', KEYS[3]) or '0')
+if tonumber(ARGV[1]) < floor then
+  return false
+end
+local live = live_members(KEYS[2], ARGV[4])
+table.sort(live, function(a, b)
+  if a[2] ~= b[2] then return a[2] < b[2] end
+  return a[3] < b[3]
+end)
+local ended = {}
+local excess = #live - (tonumber(ARGV[2]) - 1)
+for i = 1, math.max(0, excess) do
+  redis.call('DEL', ARGV[4] .. live[i][1])
+  redis.call('ZREM', KEYS[2], live[i][1])
+  table.insert(ended, live[i][4])
+end
+local fields = {}
+for i = 7, #ARGV do table.insert(fields, ARGV[i]) end
+redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('PEXPIREAT', KEYS[1], ARGV[6])
+redis.call('ZADD', KEYS[2], ARGV[3], string.sub(KEYS[1], #ARGV[4] + 1))
+redis.call('PEXPIRE', KEYS[2], ARGV[5])
+return ended
+"""
+)
+
+#: KEYS: session. ARGV: now, idle ms, absolute ms. Moves last seen and the expiry.
+TOUCH = """
+local created = redis.call('HGET', KEYS[1], 'ca')
+if not created then return 0 end
+redis.call('HSET', KEYS[1], 'ls', ARGV[1])
+local now_ms = tonumber(ARGV[1]) * 1000
+local at = math.min(tonumber(created) * 1000 + tonumber(ARGV[3]), now_ms + tonumber(ARGV[2]))
+redis.call('PEXPIREAT', KEYS[1], math.ceil(at))
+return 1
+"""
+
+#: KEYS: session. ARGV: index key prefix (``gatepass:{T}:u:``). Deletes the
+#: session and its index entry.
+DELETE = """
+local user = redis.call('HGET', KEYS[1], 'u')
+if not user then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', ARGV[1] .. user .. ':idx', string.sub(KEYS[1], -64))
+return 1
+"""
+
+#: KEYS: index. ARGV: session key prefix, handle.
+DELETE_BY_HANDLE = (
+    _LIVE
+    + """
+for _, m in ipairs(live_members(KEYS[1], ARGV[1])) do
+  if m[4] == ARGV[2] then
+    redis.call('DEL', ARGV[1] .. m[1])
+    redis.call('ZREM', KEYS[1], m[1])
+    return 1
+  end
+end
+return 0
+"""
+)
+
+#: KEYS: index. ARGV: session key prefix. Every live session as {id_hash,
+#: flat HGETALL reply}.
+LIST = (
+    _LIVE
+    + """
+local out = {}
+for _, m in ipairs(live_members(KEYS[1], ARGV[1])) do
+  table.insert(out, {m[1], redis.call('HGETALL', ARGV[1] .. m[1])})
+end
+return out
+"""
+)
+
+#: KEYS: index, floor. ARGV: session key prefix, floor version, floor ttl ms.
+END_ALL = """
+local floor = tonumber(redis.call('GET', KEYS[2]) or '0')
+if tonumber(ARGV[2]) > floor then
+  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+else
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+end
+local ended = 0
+for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  ended = ended + redis.call('DEL', ARGV[1] .. member)
+end
+redis.call('DEL', KEYS[1])
+return ended
+"""
+
+
+def _tag_of_hash(id_hash: str) -> str:
+    return id_hash[:SLOT_TAG_LENGTH]
+
+
+def _session_prefix(tag: str) -> str:
+    return f"{PREFIX}:{{{tag}}}:s:"
+
+
+def _user_prefix(tag: str) -> str:
+    return f"{PREFIX}:{{{tag}}}:u:"
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _record(id_hash: str, flat: Sequence[Any]) -> SessionRecord | None:
+    fields = {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat) - 1, 2)}
+    if not fields.get("u"):
+        return None
+    return SessionRecord(
+        id_hash=id_hash,
+        handle=fields["h"],
+        user_id=fields["u"],
+        csrf_token=fields["c"],
+        created_at=float(fields["ca"]),
+        last_seen_at=float(fields["ls"]),
+        ip=fields.get("ip") or None,
+        user_agent=fields.get("ua") or None,
+    )
+
+
+class RedisSessionStore:
+    """The session role (:class:`~gatepass.stores.base.SessionStore`, less what
+    needs the users) on Redis. ``idle_timeout`` and ``absolute_timeout`` give each
+    key its expiry; validity itself is still decided by
+    :func:`gatepass.sessions.session_state`."""
+
+    def __init__(
+        self, client: RedisClient, *, idle_timeout: float, absolute_timeout: float
+    ) -> None:
+        self._client = client
+        self._idle = float(idle_timeout)
+        self._absolute = float(absolute_timeout)
+        self._insert = client.register_script(INSERT)
+        self._touch = client.register_script(TOUCH)
+        self._delete = client.register_script(DELETE)
+        self._delete_by_handle = client.register_script(DELETE_BY_HANDLE)
+        self._list = client.register_script(LIST)
+        self._end_all = client.register_script(END_ALL)
+
+    def __repr__(self) -> str:
+        return "RedisSessionStore()"
+
+    def _index(self, user_id: str) -> tuple[str, str, str]:
+        """The user's index key, floor key and session key prefix."""
+        tag = slot_tag(user_id)
+        users = _user_prefix(tag)
+        return f"{users}{user_id}:idx", f"{users}{user_id}:ver", _session_prefix(tag)
+
+    async def insert_session(
+        self, record: SessionRecord, *, credential_version: int, limit: SessionLimit
+    ) -> Evicted | None:
+        """Store ``record`` unless the user's version floor is above
+        ``credential_version`` (``None``); first end the user's oldest sessions
+        beyond ``limit.max_per_user`` (reported by handle)."""
+        if _tag_of_hash(record.id_hash) != slot_tag(record.user_id):
+            raise ValueError("session ID hash does not carry its user's slot tag")
+        index, floor, prefix = self._index(record.user_id)
+        now = record.last_seen_at
+        expire_at = min(record.created_at + self._absolute, now + self._idle)
+        fields: list[str | float] = [
+            "h", record.handle,
+            "u", record.user_id,
+            "c", record.csrf_token,
+            "ca", repr(record.created_at),
+            "ls", repr(record.last_seen_at),
+            "ip", record.ip or "",
+            "ua", record.user_agent or "",
+        ]  # fmt: skip
+        async with mapped():
+            ended = await self._insert(
+                keys=[prefix + record.id_hash, index, floor],
+                args=[
+                    credential_version,
+                    limit.max_per_user,
+                    repr(now),
+                    prefix,
+                    math.ceil(self._absolute * _MS),
+                    math.ceil(expire_at * _MS),
+                    *fields,
+                ],
+            )
+        if ended is None:
+            return None
+        return Evicted(sessions=tuple(_text(h) for h in cast(list[Any], ended)))
+
+    async def get_session_record(self, id_hash: str) -> SessionRecord | None:
+        """The stored session (one ``HGETALL``), or ``None``."""
+        async with mapped():
+            flat = await self._client.execute_command(
+                "HGETALL", _session_prefix(_tag_of_hash(id_hash)) + id_hash
+            )
+        if isinstance(flat, dict):  # RESP3 clients answer a map
+            flat = [item for pair in flat.items() for item in pair]
+        return _record(id_hash, flat) if flat else None
+
+    async def touch_session(self, id_hash: str, now: float) -> None:
+        async with mapped():
+            await self._touch(
+                keys=[_session_prefix(_tag_of_hash(id_hash)) + id_hash],
+                args=[repr(now), math.ceil(self._idle * _MS), math.ceil(self._absolute * _MS)],
+            )
+
+    async def delete_session(self, id_hash: str) -> bool:
+        tag = _tag_of_hash(id_hash)
+        async with mapped():
+            done = await self._delete(
+                keys=[_session_prefix(tag) + id_hash], args=[_user_prefix(tag)]
+            )
+        return bool(done)
+
+    async def delete_session_by_handle(self, user_id: str, handle: str) -> bool:
+        index, _, prefix = self._index(user_id)
+        async with mapped():
+            done = await self._delete_by_handle(keys=[index], args=[prefix, handle])
+        return bool(done)
+
+    async def list_sessions(self, user_id: str) -> list[SessionRecord]:
+        index, _, prefix = self._index(user_id)
+        async with mapped():
+            rows = await self._list(keys=[index], args=[prefix])
+        found = []
+        for id_hash, flat in cast(list[Any], rows):
+            record = _record(_text(id_hash), flat)
+            if record is not None:
+                found.append(record)
+        return sorted(found, key=lambda r: r.created_at)
+
+    async def end_user_sessions(self, user_id: str, *, min_credential_version: int) -> int:
+        index, floor, prefix = self._index(user_id)
+        async with mapped():
+            ended = await self._end_all(
+                keys=[index, floor],
+                args=[prefix, min_credential_version, math.ceil(self._absolute * _MS)],
+            )
+        return int(ended)
+
+    async def ping(self) -> None:
+        async with mapped():
+            await self._client.ping()

@@ -1,0 +1,291 @@
+"""The scaled-out store: the database (PostgreSQL) for the durable records, Redis for
+browser sessions (DESIGN §2, "What lives where").
+
+:class:`SplitStore` is a :class:`~gatepass.stores.base.Store` made of the two. It
+adds what neither can do alone:
+
+* the per-user limit counts sessions (Redis) and refresh families (database)
+  together: before a sign-in stores its credential, the oldest beyond the limit
+  are ended, families first revoked in the database (kill first), sessions in the
+  same Redis script that stores the new one;
+* a session check returns the session and its user: the session from Redis (one
+  round trip), the user from a per-process cache of :data:`USER_CACHE_SECONDS`
+  (the database is read on a miss). Whatever ends a user's credentials ends the
+  sessions themselves, so a stale cached user never keeps a session alive; it
+  only delays a change of email or roles by that long, as on the Bearer path.
+
+Two concurrent sign-ins of one user may each see room for themselves, so a user
+can briefly hold one credential more per concurrent sign-in than the limit; the
+next sign-in brings the count back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from gatepass.clock import Clock
+from gatepass.errors import StoreUnavailable
+from gatepass.stores.base import (
+    Evicted,
+    FamilyRecord,
+    RevocationEvent,
+    RotationOutcome,
+    SessionLimit,
+    SessionRecord,
+    SigningKeyRecord,
+    UserRecord,
+)
+from gatepass.stores.redis_connection import RedisClient
+from gatepass.stores.redis_sessions import RedisSessionStore
+from gatepass.stores.sql import SqlStore
+
+#: Users are kept this long for session checks (the Bearer path's bound too).
+USER_CACHE_SECONDS = 30.0
+USER_CACHE_SIZE = 10_000
+
+
+class SplitStore:
+    """Users, keys, families, revocations and secrets in ``database``; sessions in
+    ``sessions`` (Redis)."""
+
+    def __init__(
+        self,
+        database: SqlStore,
+        sessions: RedisSessionStore,
+        *,
+        redis: RedisClient,
+        clock: Clock,
+    ) -> None:
+        self.database = database
+        self.sessions = sessions
+        #: The Redis client, shared with the counters and the event bus.
+        self.redis = redis
+        self._clock = clock
+        self._users: dict[str, tuple[UserRecord, float]] = {}
+        # Bumped by forget_user, so a read in flight meanwhile is not cached.
+        self._generation = 0
+
+    def __repr__(self) -> str:
+        return f"SplitStore({self.database!r}, {self.sessions!r})"
+
+    # lifecycle ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the database (migrating as :class:`SqlStore` does) and check that
+        Redis answers, so a node with a wrong URL stops at once with one line."""
+        await self.database.start()
+        try:
+            await self.sessions.ping()
+        except StoreUnavailable as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
+
+    async def close(self) -> None:
+        try:
+            await self.database.close()
+        finally:
+            await self.redis.aclose()
+
+    async def ping(self) -> None:
+        """Raise :class:`StoreUnavailable` naming whichever store is down."""
+        try:
+            await self.database.ping()
+        except StoreUnavailable as exc:
+            raise StoreUnavailable(f"database: {exc}") from exc
+        try:
+            await self.sessions.ping()
+        except StoreUnavailable as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
+
+    # users -------------------------------------------------------------------
+
+    async def create_user(
+        self, email: str, password_hash: str, roles: Sequence[str], now: float
+    ) -> UserRecord:
+        return await self.database.create_user(email, password_hash, roles, now)
+
+    async def get_user(self, user_id: str) -> UserRecord | None:
+        return await self.database.get_user(user_id)
+
+    async def get_user_by_email(self, email: str) -> UserRecord | None:
+        return await self.database.get_user_by_email(email)
+
+    async def set_password_hash(self, user_id: str, password_hash: str, *, previous: str) -> bool:
+        self.forget_user(user_id)
+        return await self.database.set_password_hash(user_id, password_hash, previous=previous)
+
+    async def change_credentials(
+        self,
+        user_id: str,
+        now: float,
+        *,
+        password_hash: str | None = None,
+        credential_version: int | None = None,
+    ) -> int | None:
+        try:
+            return await self.database.change_credentials(
+                user_id, now, password_hash=password_hash, credential_version=credential_version
+            )
+        finally:
+            self.forget_user(user_id)
+
+    def forget_user(self, user_id: str) -> None:
+        """Drop the cached user (its credentials, roles or existence changed)."""
+        self._generation += 1
+        self._users.pop(user_id, None)
+
+    async def _cached_user(self, user_id: str) -> UserRecord | None:
+        now = self._clock()
+        cached = self._users.get(user_id)
+        if cached is not None and now - cached[1] < USER_CACHE_SECONDS:
+            return cached[0]
+        generation = self._generation
+        user = await self.database.get_user(user_id)
+        if user is not None and generation == self._generation:
+            if len(self._users) >= USER_CACHE_SIZE:
+                del self._users[next(iter(self._users))]
+            self._users[user_id] = (user, now)
+        return user
+
+    # sessions ----------------------------------------------------------------
+
+    async def _room(self, user_id: str, limit: SessionLimit) -> tuple[Evicted, int]:
+        """End the user's oldest credentials beyond ``limit`` less one (the sign-in
+        about to be stored), families in the database; return what ended and how
+        many families remain. Sessions to end are left to the caller's store."""
+        now = self._clock()
+        families = await self.database.list_families(user_id, now)
+        stored = await self.sessions.list_sessions(user_id)
+        entries = sorted(
+            [(s.last_seen_at, s.created_at, "session", s.handle) for s in stored]
+            + [(f.last_used_at, f.created_at, "family", f.id) for f in families]
+        )
+        excess = len(entries) - (limit.max_per_user - 1)
+        revoked = []
+        for _, _, kind, name in entries[: max(0, excess)]:
+            if kind == "family" and await self.database.revoke_family(name, now, user_id):
+                revoked.append(name)
+        return Evicted(families=tuple(revoked)), len(families) - len(revoked)
+
+    async def insert_session(
+        self, record: SessionRecord, *, credential_version: int, limit: SessionLimit
+    ) -> Evicted | None:
+        evicted, families = await self._room(record.user_id, limit)
+        # Sessions may take what the remaining families leave (at least this one).
+        session_limit = SessionLimit(
+            max(1, limit.max_per_user - families), limit.idle_timeout, limit.absolute_timeout
+        )
+        stored = await self.sessions.insert_session(
+            record, credential_version=credential_version, limit=session_limit
+        )
+        if stored is None:
+            return None
+        return Evicted(sessions=stored.sessions, families=evicted.families)
+
+    async def get_session(self, id_hash: str) -> tuple[SessionRecord, UserRecord] | None:
+        record = await self.sessions.get_session_record(id_hash)
+        if record is None:
+            return None
+        user = await self._cached_user(record.user_id)
+        return None if user is None else (record, user)
+
+    async def touch_session(self, id_hash: str, now: float) -> None:
+        await self.sessions.touch_session(id_hash, now)
+
+    async def delete_session(self, id_hash: str) -> bool:
+        return await self.sessions.delete_session(id_hash)
+
+    async def delete_session_by_handle(self, user_id: str, handle: str) -> bool:
+        return await self.sessions.delete_session_by_handle(user_id, handle)
+
+    async def list_sessions(self, user_id: str) -> list[SessionRecord]:
+        return await self.sessions.list_sessions(user_id)
+
+    async def end_user_sessions(self, user_id: str, *, min_credential_version: int) -> int:
+        return await self.sessions.end_user_sessions(
+            user_id, min_credential_version=min_credential_version
+        )
+
+    # maintenance -------------------------------------------------------------
+
+    async def prune_expired(
+        self, now: float, *, session_idle: float, session_absolute: float
+    ) -> int:
+        # Redis expires sessions by itself; the database still holds families.
+        return await self.database.prune_expired(
+            now, session_idle=session_idle, session_absolute=session_absolute
+        )
+
+    # signing keys ------------------------------------------------------------
+
+    async def list_signing_keys(self) -> list[SigningKeyRecord]:
+        return await self.database.list_signing_keys()
+
+    async def save_signing_keys(
+        self, upserts: Sequence[SigningKeyRecord], deletes: Sequence[str]
+    ) -> None:
+        await self.database.save_signing_keys(upserts, deletes)
+
+    # refresh families --------------------------------------------------------
+
+    async def create_family(
+        self, family: FamilyRecord, token_hash: str, *, credential_version: int, limit: SessionLimit
+    ) -> Evicted | None:
+        now = self._clock()
+        families = await self.database.list_families(family.user_id, now)
+        stored = await self.sessions.list_sessions(family.user_id)
+        entries = sorted(
+            [(s.last_seen_at, s.created_at, "session", s.handle) for s in stored]
+            + [(f.last_used_at, f.created_at, "family", f.id) for f in families]
+        )
+        excess = len(entries) - (limit.max_per_user - 1)
+        ended = []
+        for _, _, kind, name in entries[: max(0, excess)]:
+            if kind == "session" and await self.sessions.delete_session_by_handle(
+                family.user_id, name
+            ):
+                ended.append(name)
+        # Families may take what the remaining sessions leave; the database ends
+        # the oldest beyond that in the transaction that stores this one.
+        family_limit = SessionLimit(
+            max(1, limit.max_per_user - (len(stored) - len(ended))),
+            limit.idle_timeout,
+            limit.absolute_timeout,
+        )
+        created = await self.database.create_family(
+            family, token_hash, credential_version=credential_version, limit=family_limit
+        )
+        if created is None:
+            return None
+        return Evicted(sessions=tuple(ended), families=created.families)
+
+    async def rotate_refresh_token(
+        self, old_hash: str, new_hash: str, now: float
+    ) -> RotationOutcome:
+        return await self.database.rotate_refresh_token(old_hash, new_hash, now)
+
+    async def revoke_family(self, family_id: str, now: float, user_id: str | None = None) -> bool:
+        return await self.database.revoke_family(family_id, now, user_id)
+
+    async def list_families(self, user_id: str, now: float) -> list[FamilyRecord]:
+        return await self.database.list_families(user_id, now)
+
+    # revocations -------------------------------------------------------------
+
+    async def revoke_jti(self, jti: str, expires_at: float, now: float) -> None:
+        await self.database.revoke_jti(jti, expires_at, now)
+
+    async def revoke_token(
+        self, jti: str, expires_at: float, family_id: str, user_id: str, now: float
+    ) -> None:
+        await self.database.revoke_token(jti, expires_at, family_id, user_id, now)
+
+    async def revocation_events(self, after_id: int) -> list[RevocationEvent]:
+        return await self.database.revocation_events(after_id)
+
+    async def prune_revocations(self, created_before: float) -> int:
+        return await self.database.prune_revocations(created_before)
+
+    # secrets -----------------------------------------------------------------
+
+    async def get_or_create_secret(self, name: str, make: Callable[[], str]) -> str:
+        return await self.database.get_or_create_secret(name, make)

@@ -1,0 +1,204 @@
+"""Browser sessions in a real Redis (standalone and Cluster): what the key layout
+promises (a TTL on every key, one slot per user, nothing that names a user), one
+round trip per session check, durability across a restart, and failing closed
+while Redis is down."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from gatepass.authenticator import Identity
+from gatepass.config import Settings
+from gatepass.core import Gatepass
+from gatepass.errors import StoreUnavailable
+from gatepass.passwords import PasswordHasher
+from gatepass.sessions import IssuedSession
+from gatepass.stores.split import SplitStore
+from tests.conftest import FAST_HASHER_PARAMS, PASSWORD, FakeClock
+from tests.servers import RedisServer
+
+IP = "203.0.113.9"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def open_node(
+    make_settings: Callable[..., Settings], clock: FakeClock, tmp_path: Any
+) -> AsyncIterator[Callable[..., Any]]:
+    nodes: list[Gatepass] = []
+
+    async def start(redis_url: str, **env: str) -> Gatepass:
+        env.setdefault("database_url", f"sqlite+aiosqlite:///{tmp_path / 'gatepass.db'}")
+        node = await Gatepass.open(
+            make_settings(redis_url=redis_url, **env),
+            clock=clock,
+            hasher=PasswordHasher(**FAST_HASHER_PARAMS),
+        )
+        nodes.append(node)
+        return node
+
+    yield start
+    for node in nodes:
+        await node.close()
+
+
+async def sign_in(gp: Gatepass, email: str = "ada@example.com") -> IssuedSession:
+    user = await gp.accounts.verify_password_login(email, PASSWORD, IP)
+    return await gp.accounts.start_web_session(
+        user, presented_cookie=None, ip=IP, user_agent="Firefox"
+    )
+
+
+def keys_of(urls: list[str]) -> list[str]:
+    """Every key on every node, through redis-cli (the test may scan; gatepass never does)."""
+    found: list[str] = []
+    for address in urls:
+        host, port = address.rsplit(":", 1)
+        out = subprocess.run(
+            ["redis-cli", "-h", host, "-p", port, "--scan"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        found += [line for line in out.splitlines() if line]
+    return found
+
+
+def cli(address: str, *args: str) -> str:
+    host, port = address.rsplit(":", 1)
+    return subprocess.run(
+        ["redis-cli", "-h", host, "-p", port, "-c", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
+def addresses(url: str) -> list[str]:
+    return url.split("://", 1)[1].split("/", 1)[0].split(",")
+
+
+async def test_the_scaled_out_store_keeps_sessions_in_redis(
+    any_redis_url: str, open_node: Callable[..., Any]
+) -> None:
+    gp = await open_node(any_redis_url)
+    assert isinstance(gp.store, SplitStore)
+    await gp.accounts.register("ada@example.com", PASSWORD)
+    issued = await sign_in(gp)
+    keys = keys_of(addresses(any_redis_url))
+    assert any(issued.record.id_hash in key for key in keys)
+    assert await gp.store.database.list_sessions(issued.record.user_id) == []
+
+
+async def test_every_key_expires_and_none_names_the_user(
+    any_redis_url: str, open_node: Callable[..., Any]
+) -> None:
+    gp = await open_node(any_redis_url)
+    await gp.accounts.register("ada@example.com", PASSWORD)
+    first = await sign_in(gp)
+    await sign_in(gp)
+    active = await gp.sessions.load(first.cookie_value)
+    assert active is not None
+    await gp.accounts.logout_all(Identity(active.user, "session", active.record))
+    await sign_in(gp)
+    keys = keys_of(addresses(any_redis_url))
+    assert keys
+    for key in keys:
+        ttl = int(cli(addresses(any_redis_url)[0], "TTL", key))
+        assert ttl > 0, f"{key} has no TTL ({ttl})"
+        assert "ada" not in key
+        assert "example.com" not in key
+
+
+async def test_one_users_keys_share_one_cluster_slot(
+    redis_cluster_url: str, open_node: Callable[..., Any]
+) -> None:
+    gp = await open_node(redis_cluster_url)
+    for email in ("ada@example.com", "bob@example.com"):
+        await gp.accounts.register(email, PASSWORD)
+        for _ in range(3):
+            await sign_in(gp, email)
+    keys = keys_of(addresses(redis_cluster_url))
+    first = addresses(redis_cluster_url)[0]
+    by_user: dict[str, set[int]] = {}
+    for key in keys:
+        tag = key.split("{", 1)[1].split("}", 1)[0]
+        by_user.setdefault(tag, set()).add(int(cli(first, "CLUSTER", "KEYSLOT", key)))
+    assert len(by_user) == 2
+    assert all(len(slots) == 1 for slots in by_user.values())
+
+
+async def test_a_session_check_is_one_redis_round_trip(
+    redis_server: RedisServer, redis_url: str, open_node: Callable[..., Any]
+) -> None:
+    gp = await open_node(redis_url)
+    await gp.accounts.register("ada@example.com", PASSWORD)
+    issued = await sign_in(gp)
+    assert await gp.sessions.load(issued.cookie_value) is not None  # the user is cached now
+    redis_server.command("CONFIG", "RESETSTAT")
+    for _ in range(5):
+        assert await gp.sessions.load(issued.cookie_value) is not None
+    stats = redis_server.command("INFO", "commandstats")
+    calls = {
+        line.split(":")[0].removeprefix("cmdstat_"): int(line.split("calls=")[1].split(",")[0])
+        for line in stats.splitlines()
+        if line.startswith("cmdstat_")
+    }
+    calls.pop("config|resetstat", None)
+    calls.pop("info", None)
+    assert calls == {"hgetall": 5}
+
+
+async def test_a_session_ended_on_one_node_is_refused_on_another_at_once(
+    any_redis_url: str, open_node: Callable[..., Any]
+) -> None:
+    node_a = await open_node(any_redis_url)
+    node_b = await open_node(any_redis_url)
+    await node_a.accounts.register("ada@example.com", PASSWORD)
+    issued = await sign_in(node_a)
+    assert await node_b.sessions.load(issued.cookie_value) is not None
+    await node_a.sessions.destroy(issued.record)
+    assert await node_b.sessions.load(issued.cookie_value) is None
+
+
+async def test_sessions_survive_a_redis_restart(
+    own_redis: RedisServer, open_node: Callable[..., Any]
+) -> None:
+    gp = await open_node(own_redis.url)
+    await gp.accounts.register("ada@example.com", PASSWORD)
+    issued = await sign_in(gp)
+    own_redis.stop()
+    own_redis.start()
+    active = await gp.sessions.load(issued.cookie_value)
+    assert active is not None
+    assert active.record.handle == issued.record.handle
+
+
+async def test_while_redis_is_down_no_session_is_accepted_and_service_resumes_alone(
+    own_redis: RedisServer, open_node: Callable[..., Any]
+) -> None:
+    gp = await open_node(own_redis.url)
+    await gp.accounts.register("ada@example.com", PASSWORD)
+    issued = await sign_in(gp)
+    assert await gp.sessions.load(issued.cookie_value) is not None
+    own_redis.kill()
+    with pytest.raises(StoreUnavailable):
+        await gp.sessions.load(issued.cookie_value)
+    with pytest.raises(StoreUnavailable):
+        await sign_in(gp)
+    with pytest.raises(StoreUnavailable, match="redis"):
+        await gp.store.ping()
+    own_redis.start()
+    assert await gp.sessions.load(issued.cookie_value) is not None
+    await gp.store.ping()

@@ -1,0 +1,298 @@
+"""The store contract, run over every backend combination: SQLite; PostgreSQL;
+PostgreSQL + Redis; PostgreSQL + Redis Cluster (real servers, see tests/servers.py).
+
+Each test names a rule the core relies on. The store comes from the settings
+factory, as a deployment's does, so these run exactly what `gatepass serve` runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+
+import pytest
+
+from gatepass.config import Settings
+from gatepass.errors import DuplicateRecord
+from gatepass.sessions import hash_session_id, new_session_id
+from gatepass.stores.base import (
+    FamilyRecord,
+    RotationStatus,
+    SessionLimit,
+    SessionRecord,
+    Store,
+    UserRecord,
+)
+from gatepass.stores.factory import store_from_settings
+from tests.conftest import FakeClock
+from tests.servers import Backend
+
+IDLE, ABSOLUTE = 1800.0, 86_400.0
+ROOMY = SessionLimit(100, IDLE, ABSOLUTE)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def store(
+    backend: Backend, make_settings: Callable[..., Settings], clock: FakeClock
+) -> AsyncIterator[Store]:
+    opened = store_from_settings(make_settings(**backend.env()), clock=clock)
+    await opened.start()
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+async def new_user(store: Store, clock: FakeClock, email: str = "ada@example.com") -> UserRecord:
+    return await store.create_user(email, "$argon2id$stand-in", ["user"], clock())
+
+
+def new_session(user: UserRecord, clock: FakeClock, **changes: object) -> SessionRecord:
+    record = SessionRecord(
+        id_hash=hash_session_id(new_session_id(user.id)),
+        handle=secrets.token_urlsafe(16),
+        user_id=user.id,
+        csrf_token=secrets.token_urlsafe(32),
+        created_at=clock(),
+        last_seen_at=clock(),
+        ip="203.0.113.7",
+        user_agent="Mozilla/5.0 (X11; Linux x86_64)",
+    )
+    return replace(record, **changes)  # type: ignore[arg-type]
+
+
+def new_family(user: UserRecord, clock: FakeClock) -> tuple[FamilyRecord, str]:
+    family = FamilyRecord(
+        id=secrets.token_urlsafe(16),
+        user_id=user.id,
+        created_at=clock(),
+        last_used_at=clock(),
+        expires_at=clock() + 3600,
+        ip=None,
+        user_agent=None,
+    )
+    return family, hashlib.sha256(secrets.token_bytes(32)).hexdigest()
+
+
+pytestmark = pytest.mark.anyio
+
+
+# sessions --------------------------------------------------------------------
+
+
+async def test_a_stored_session_comes_back_with_its_user(store: Store, clock: FakeClock) -> None:
+    user = await new_user(store, clock)
+    record = new_session(user, clock)
+    assert await store.insert_session(record, credential_version=0, limit=ROOMY) is not None
+    found = await store.get_session(record.id_hash)
+    assert found is not None
+    assert found[0] == record
+    assert found[1].id == user.id
+    assert found[1].email == user.email
+
+
+async def test_an_unknown_or_forged_session_hash_finds_nothing(
+    store: Store, clock: FakeClock
+) -> None:
+    user = await new_user(store, clock)
+    record = new_session(user, clock)
+    await store.insert_session(record, credential_version=0, limit=ROOMY)
+    assert await store.get_session(hash_session_id(new_session_id(user.id))) is None
+    assert await store.get_session("0" * 64) is None
+    assert await store.get_session("not a hash") is None
+
+
+async def test_touch_moves_last_seen(store: Store, clock: FakeClock) -> None:
+    user = await new_user(store, clock)
+    record = new_session(user, clock)
+    await store.insert_session(record, credential_version=0, limit=ROOMY)
+    clock.advance(120)
+    await store.touch_session(record.id_hash, clock())
+    found = await store.get_session(record.id_hash)
+    assert found is not None
+    assert found[0].last_seen_at == clock()
+
+
+async def test_a_deleted_session_is_gone_and_deleting_again_says_so(
+    store: Store, clock: FakeClock
+) -> None:
+    user = await new_user(store, clock)
+    record = new_session(user, clock)
+    await store.insert_session(record, credential_version=0, limit=ROOMY)
+    assert await store.delete_session(record.id_hash) is True
+    assert await store.get_session(record.id_hash) is None
+    assert await store.delete_session(record.id_hash) is False
+    assert await store.list_sessions(user.id) == []
+
+
+async def test_another_users_session_handle_cannot_be_deleted(
+    store: Store, clock: FakeClock
+) -> None:
+    ada, eve = await new_user(store, clock), await new_user(store, clock, "eve@example.com")
+    record = new_session(ada, clock)
+    await store.insert_session(record, credential_version=0, limit=ROOMY)
+    assert await store.delete_session_by_handle(eve.id, record.handle) is False
+    assert await store.get_session(record.id_hash) is not None
+    assert await store.delete_session_by_handle(ada.id, record.handle) is True
+    assert await store.get_session(record.id_hash) is None
+
+
+async def test_listing_gives_the_users_own_sessions_oldest_first(
+    store: Store, clock: FakeClock
+) -> None:
+    ada, bob = await new_user(store, clock), await new_user(store, clock, "bob@example.com")
+    mine = []
+    for _ in range(3):
+        mine.append(new_session(ada, clock))
+        await store.insert_session(mine[-1], credential_version=0, limit=ROOMY)
+        clock.advance(1)
+    await store.insert_session(new_session(bob, clock), credential_version=0, limit=ROOMY)
+    listed = await store.list_sessions(ada.id)
+    assert [r.handle for r in listed] == [r.handle for r in mine]
+    assert listed[0] == mine[0]
+
+
+async def test_the_session_limit_ends_the_least_recently_seen_credential(
+    store: Store, clock: FakeClock
+) -> None:
+    user = await new_user(store, clock)
+    limit = SessionLimit(3, IDLE, ABSOLUTE)
+    first = new_session(user, clock)
+    await store.insert_session(first, credential_version=0, limit=limit)
+    clock.advance(1)
+    family, token = new_family(user, clock)
+    await store.create_family(family, token, credential_version=0, limit=limit)
+    clock.advance(1)
+    second = new_session(user, clock)
+    await store.insert_session(second, credential_version=0, limit=limit)
+    clock.advance(1)
+    await store.touch_session(first.id_hash, clock())  # now the family is the oldest seen
+    clock.advance(1)
+    third = new_session(user, clock)
+    evicted = await store.insert_session(third, credential_version=0, limit=limit)
+    assert evicted is not None
+    assert evicted.families == (family.id,)
+    assert evicted.sessions == ()
+    clock.advance(1)
+    other, other_token = new_family(user, clock)
+    evicted = await store.create_family(other, other_token, credential_version=0, limit=limit)
+    assert evicted is not None
+    assert evicted.sessions == (second.handle,)
+    assert {r.handle for r in await store.list_sessions(user.id)} == {first.handle, third.handle}
+    assert [f.id for f in await store.list_families(user.id, clock())] == [other.id]
+
+
+async def test_a_sign_in_that_read_an_old_credential_version_stores_nothing(
+    store: Store, clock: FakeClock
+) -> None:
+    user = await new_user(store, clock)
+    # What a password change does first: end the sessions, with a floor.
+    await store.end_user_sessions(user.id, min_credential_version=user.credential_version + 1)
+    version = await store.change_credentials(
+        user.id, clock(), password_hash="$new", credential_version=user.credential_version
+    )
+    assert version == user.credential_version + 1
+    late = new_session(user, clock)
+    assert await store.insert_session(late, credential_version=0, limit=ROOMY) is None
+    assert await store.get_session(late.id_hash) is None
+    family, token = new_family(user, clock)
+    assert await store.create_family(family, token, credential_version=0, limit=ROOMY) is None
+    current = new_session(user, clock)
+    stored = await store.insert_session(current, credential_version=version, limit=ROOMY)
+    assert stored is not None
+
+
+async def test_a_version_floor_alone_refuses_a_late_session(store: Store, clock: FakeClock) -> None:
+    """Between the first write of a password change (sessions end) and its database
+    commit, a sign-in with the old version must not store a session either. Stores
+    that keep sessions with the users check the version on the row; Redis keeps
+    the floor."""
+    user = await new_user(store, clock)
+    ended_before = new_session(user, clock)
+    await store.insert_session(ended_before, credential_version=0, limit=ROOMY)
+    assert await store.end_user_sessions(user.id, min_credential_version=1) == 1
+    assert await store.get_session(ended_before.id_hash) is None
+    if backend_keeps_sessions_apart(store):
+        late = new_session(user, clock)
+        assert await store.insert_session(late, credential_version=0, limit=ROOMY) is None
+
+
+def backend_keeps_sessions_apart(store: Store) -> bool:
+    from gatepass.stores.split import SplitStore
+
+    return isinstance(store, SplitStore)
+
+
+async def test_ending_a_users_sessions_leaves_other_users_alone(
+    store: Store, clock: FakeClock
+) -> None:
+    ada, bob = await new_user(store, clock), await new_user(store, clock, "bob@example.com")
+    for _ in range(3):
+        await store.insert_session(new_session(ada, clock), credential_version=0, limit=ROOMY)
+    bobs = new_session(bob, clock)
+    await store.insert_session(bobs, credential_version=0, limit=ROOMY)
+    assert await store.end_user_sessions(ada.id, min_credential_version=1) == 3
+    assert await store.list_sessions(ada.id) == []
+    assert await store.get_session(bobs.id_hash) is not None
+
+
+async def test_of_two_racing_password_changes_exactly_one_wins(
+    store: Store, clock: FakeClock
+) -> None:
+    user = await new_user(store, clock)
+    results = await asyncio.gather(
+        *(
+            store.change_credentials(
+                user.id, clock(), password_hash=f"$hash{i}", credential_version=0
+            )
+            for i in range(2)
+        )
+    )
+    assert sorted(results, key=str) == [1, None]
+    stored = await store.get_user(user.id)
+    assert stored is not None
+    assert stored.credential_version == 1
+    assert stored.tokens_valid_after == clock()
+
+
+async def test_changing_credentials_revokes_every_family(store: Store, clock: FakeClock) -> None:
+    user = await new_user(store, clock)
+    family, token = new_family(user, clock)
+    await store.create_family(family, token, credential_version=0, limit=ROOMY)
+    assert await store.change_credentials(user.id, clock()) == 1
+    assert await store.list_families(user.id, clock()) == []
+    outcome = await store.rotate_refresh_token(token, "f" * 64, clock())
+    assert outcome.status is RotationStatus.INVALID
+    events = await store.revocation_events(0)
+    assert any(e.kind == "family" and e.subject == family.id for e in events)
+
+
+async def test_of_concurrent_rotations_of_one_token_exactly_one_wins(
+    store: Store, clock: FakeClock
+) -> None:
+    user = await new_user(store, clock)
+    family, token = new_family(user, clock)
+    await store.create_family(family, token, credential_version=0, limit=ROOMY)
+    outcomes = await asyncio.gather(
+        *(store.rotate_refresh_token(token, f"{i:064x}", clock()) for i in range(20))
+    )
+    statuses = [o.status for o in outcomes]
+    assert statuses.count(RotationStatus.ROTATED) == 1
+
+
+async def test_a_taken_email_is_a_duplicate(store: Store, clock: FakeClock) -> None:
+    await new_user(store, clock)
+    with pytest.raises(DuplicateRecord):
+        await new_user(store, clock)
+
+
+async def test_store_reports_itself_reachable(store: Store) -> None:
+    await store.ping()
