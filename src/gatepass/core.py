@@ -15,11 +15,11 @@ from gatepass.devices import DeviceCookies
 from gatepass.errors import ConfigError
 from gatepass.metrics import Metrics
 from gatepass.passwords import PasswordHasher
-from gatepass.ratelimit import CredentialGuard, LoginThrottle
+from gatepass.ratelimit import CredentialGuard, LoginThrottle, throttle_counters
 from gatepass.refresh import RefreshTokens
 from gatepass.revocation import BearerAuthenticator, RevocationView
 from gatepass.sessions import CookieSigner, SessionManager, SessionPolicy
-from gatepass.stores.base import Store
+from gatepass.stores.base import CounterStore, Store
 from gatepass.stores.factory import store_from_settings
 from gatepass.tokens import AccessTokens, KeyRing, retired_key_retention
 
@@ -61,6 +61,7 @@ class Gatepass:
         *,
         clock: Clock = time.time,
         hasher: PasswordHasher | None = None,
+        counters: CounterStore | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -73,11 +74,15 @@ class Gatepass:
             SessionPolicy(settings.session_idle_timeout, settings.session_absolute_timeout),
             clock,
         )
+        # Login and current-password counters: process memory unless a shared
+        # store is given (DESIGN §2, "What lives where").
+        self.counters = counters if counters is not None else throttle_counters(None)
         self.throttle = LoginThrottle(
             max_failures=settings.login_max_failures,
             lockout=settings.login_lockout,
             ip_limit=settings.login_ip_limit,
             clock=clock,
+            counters=self.counters,
         )
         # A retired key stays published until every token it signed has expired,
         # counting a node that keeps signing with it until its next key reload.
@@ -119,6 +124,7 @@ class Gatepass:
                 # No session or family lives longer than this; nor need its count.
                 retention=max(settings.session_absolute_timeout, settings.refresh_token_ttl),
                 clock=clock,
+                counters=self.counters,
             ),
             self.metrics,
             clock,
@@ -136,13 +142,15 @@ class Gatepass:
         clock: Clock = time.time,
         hasher: PasswordHasher | None = None,
         store: Store | None = None,
+        counters: CounterStore | None = None,
     ) -> Self:
         """Start the store (migrating the embedded SQLite schema), load or generate
         secrets, load the key ring and the revocation feed.
 
         ``store`` replaces the one the settings name (an embedder's own, or one
         shared with other code); the instance starts it and closes it in
-        :meth:`close`.
+        :meth:`close`. ``counters`` replaces where the login throttle counts
+        (:func:`gatepass.ratelimit.throttle_counters`; process memory by default).
         """
         check_supported(settings)
         if store is None:
@@ -153,7 +161,9 @@ class Gatepass:
             session_secrets = configured or [
                 await store.get_or_create_secret(SESSION_SECRET_NAME, _new_secret)
             ]
-            instance = cls(settings, store, session_secrets, clock=clock, hasher=hasher)
+            instance = cls(
+                settings, store, session_secrets, clock=clock, hasher=hasher, counters=counters
+            )
             await instance.keys.start()
             await instance.revocations.sync()
             await instance.hasher.warm_up()
