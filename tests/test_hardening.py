@@ -282,13 +282,14 @@ def test_device_cookie_is_set_only_by_a_sign_in_that_grants(client: TestClient) 
 # item 7: IPv6 and full tables -----------------------------------------------------
 
 
-def test_ipv6_addresses_of_one_64_share_one_limit(clock: FakeClock) -> None:
+@pytest.mark.anyio
+async def test_ipv6_addresses_of_one_64_share_one_limit(clock: FakeClock) -> None:
     throttle = LoginThrottle(max_failures=100, lockout=60, ip_limit=3, clock=clock)
     for n in range(3):
-        throttle.check(f"user{n}@example.com", f"2001:db8:1:2::{n + 1:x}")
+        await throttle.check(f"user{n}@example.com", f"2001:db8:1:2::{n + 1:x}")
     with pytest.raises(RateLimited):
-        throttle.check("next@example.com", "2001:db8:1:2:ffff:ffff:ffff:ffff")
-    throttle.check("next@example.com", "2001:db8:1:3::1")  # another /64
+        await throttle.check("next@example.com", "2001:db8:1:2:ffff:ffff:ffff:ffff")
+    await throttle.check("next@example.com", "2001:db8:1:3::1")  # another /64
     assert ip_key("::ffff:192.0.2.1") == "192.0.2.1"
 
 
@@ -307,16 +308,17 @@ def test_ipv6_rotation_behind_a_trusted_proxy_is_limited(
     assert statuses == [401, 401, 401, 429, 429]
 
 
-def test_filling_the_throttle_table_never_unlocks_a_locked_account(clock: FakeClock) -> None:
+@pytest.mark.anyio
+async def test_filling_the_throttle_table_never_unlocks_a_locked_account(clock: FakeClock) -> None:
     throttle = LoginThrottle(max_failures=3, lockout=300, ip_limit=10_000, clock=clock, max_keys=50)
     for _ in range(3):
-        throttle.check(EMAIL, None)
-        throttle.record_failure(EMAIL)
+        await throttle.check(EMAIL, None)
+        await throttle.record_failure(EMAIL)
     for n in range(2_000):
-        throttle.check(f"filler{n}@example.com", None)
-        throttle.record_failure(f"filler{n}@example.com")
+        await throttle.check(f"filler{n}@example.com", None)
+        await throttle.record_failure(f"filler{n}@example.com")
     with pytest.raises(RateLimited):
-        throttle.check(EMAIL, None)
+        await throttle.check(EMAIL, None)
 
 
 # item 8: sessions and families without bound ---------------------------------------
@@ -418,40 +420,46 @@ def test_refresh_with_a_foreign_origin_is_refused(client: TestClient) -> None:
     assert retry.status_code == 200  # the refused request spent nothing
 
 
-def test_full_throttle_table_evicts_idle_entries_before_counting_ones(clock: FakeClock) -> None:
+@pytest.mark.anyio
+async def test_full_throttle_table_evicts_idle_entries_before_counting_ones(
+    clock: FakeClock,
+) -> None:
     throttle = LoginThrottle(max_failures=3, lockout=60, ip_limit=10_000, clock=clock, max_keys=20)
     for n in range(10):
-        throttle.check(f"idle{n}@example.com", None)
-        throttle.record_success(f"idle{n}@example.com")
-        throttle.check(f"idle{n}@example.com", None)
-        throttle.abandon(f"idle{n}@example.com")
+        await throttle.check(f"idle{n}@example.com", None)
+        await throttle.record_success(f"idle{n}@example.com")
+        await throttle.check(f"idle{n}@example.com", None)
+        await throttle.abandon(f"idle{n}@example.com")
     for n in range(9):
-        throttle.check(f"guessed{n}@example.com", None)
-        throttle.record_failure(f"guessed{n}@example.com")
-        throttle.check(f"guessed{n}@example.com", None)
-        throttle.record_failure(f"guessed{n}@example.com")
-    throttle.check("newcomer@example.com", None)  # the table is full: prune
+        await throttle.check(f"guessed{n}@example.com", None)
+        await throttle.record_failure(f"guessed{n}@example.com")
+        await throttle.check(f"guessed{n}@example.com", None)
+        await throttle.record_failure(f"guessed{n}@example.com")
+    await throttle.check("newcomer@example.com", None)  # the table is full: prune
     for n in range(9):
         # Two failures are still counted: the third locks.
-        throttle.check(f"guessed{n}@example.com", None)
-        assert throttle.record_failure(f"guessed{n}@example.com")
+        await throttle.check(f"guessed{n}@example.com", None)
+        assert await throttle.record_failure(f"guessed{n}@example.com")
 
 
-def test_full_credential_guard_keeps_recent_counts_and_refuses_no_one(clock: FakeClock) -> None:
+@pytest.mark.anyio
+async def test_full_credential_guard_keeps_recent_counts_and_refuses_no_one(
+    clock: FakeClock,
+) -> None:
     guard = CredentialGuard(max_failures=3, retention=1000, clock=clock, max_keys=10)
-    guard.check("session:stale")
-    guard.record_failure("session:stale")
+    await guard.check("session:stale")
+    await guard.record_failure("session:stale")
     clock.advance(1001)  # past the longest life of any session: its count is moot
     for n in range(9):
-        guard.check(f"session:{n}")
-        guard.record_failure(f"session:{n}")
+        await guard.check(f"session:{n}")
+        await guard.record_failure(f"session:{n}")
         clock.advance(1)
-    guard.check("session:new")  # the table is full: prune, never refuse a newcomer
+    await guard.check("session:new")  # the table is full: prune, never refuse a newcomer
     for n in range(1, 9):  # the recent counts survive (the least recent may go)
-        guard.check(f"session:{n}")
-        guard.record_failure(f"session:{n}")
-        guard.check(f"session:{n}")
-        assert guard.record_failure(f"session:{n}"), n
+        await guard.check(f"session:{n}")
+        await guard.record_failure(f"session:{n}")
+        await guard.check(f"session:{n}")
+        assert await guard.record_failure(f"session:{n}"), n
 
 
 def test_password_change_cannot_renew_a_session_another_node_just_ended(

@@ -169,7 +169,7 @@ class Accounts:
         account) costs a dummy verify, so both cases take the same time.
         """
         try:
-            self._throttle.check(account, ip, device)
+            await self._throttle.check(account, ip, device)
         except RateLimited:
             self._metrics.throttled.inc()
             raise
@@ -182,16 +182,16 @@ class Accounts:
                 result = await self._hasher.verify(known, password)
             settled = True
             if result.ok and known is not None:
-                self._throttle.record_success(account, device)
+                await self._throttle.record_success(account, device)
                 return result
-            if self._throttle.record_failure(account, device):
+            if await self._throttle.record_failure(account, device):
                 self._metrics.lockouts.inc()
             return VerifyResult(ok=False)
         finally:
             if not settled:
                 # A store error, an overload or a cancelled request: the attempt
                 # counted by check() is neither a failure nor a success.
-                self._throttle.abandon(account, device)
+                await self._throttle.abandon(account, device)
 
     async def start_web_session(
         self,
@@ -379,18 +379,18 @@ class Accounts:
         user = await self._store.get_user(identity.user.id)
         if user is None:
             raise AuthenticationFailed()
-        self._guard.check(credential)
+        await self._guard.check(credential)
         settled = False
         try:
             result = await self._hasher.verify(user.password_hash, password)
             settled = True
         finally:
             if not settled:
-                self._guard.abandon(credential)
+                await self._guard.abandon(credential)
         if result.ok:
-            self._guard.record_success(credential)
+            await self._guard.record_success(credential)
             return user
-        if self._guard.record_failure(credential):
+        if await self._guard.record_failure(credential):
             await self.logout(identity)
             audit.warning(
                 "too many wrong current passwords: %s of user %s ended", credential, user.id

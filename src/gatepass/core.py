@@ -14,11 +14,11 @@ from gatepass.config import Settings
 from gatepass.devices import DeviceCookies
 from gatepass.metrics import Metrics
 from gatepass.passwords import PasswordHasher
-from gatepass.ratelimit import CredentialGuard, LoginThrottle
+from gatepass.ratelimit import CredentialGuard, LoginThrottle, throttle_counters
 from gatepass.refresh import RefreshTokens
 from gatepass.revocation import BearerAuthenticator, RevocationView
 from gatepass.sessions import SESSION_CACHE_SECONDS, CookieSigner, SessionManager, SessionPolicy
-from gatepass.stores.base import Store
+from gatepass.stores.base import CounterStore, Store
 from gatepass.stores.factory import store_from_settings
 from gatepass.stores.split import SplitStore
 from gatepass.tokens import AccessTokens, KeyRing, retired_key_retention
@@ -26,6 +26,7 @@ from gatepass.tokens import AccessTokens, KeyRing, retired_key_retention
 logger = logging.getLogger("gatepass")
 
 SESSION_SECRET_NAME = "session-secret-1"  # noqa: S105 - a row name, not a secret
+THROTTLE_SECRET_NAME = "throttle-key-1"  # noqa: S105 - a row name, not a secret
 GENERATED_SECRET_BYTES = 32
 
 
@@ -47,6 +48,7 @@ class Gatepass:
         *,
         clock: Clock = time.time,
         hasher: PasswordHasher | None = None,
+        counters: CounterStore | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -62,11 +64,15 @@ class Gatepass:
             # node holds on every other at once.
             cache_seconds=0.0 if isinstance(store, SplitStore) else SESSION_CACHE_SECONDS,
         )
+        # Login and current-password counters: process memory unless a shared
+        # store is given (DESIGN §2, "What lives where").
+        self.counters = counters if counters is not None else throttle_counters(None)
         self.throttle = LoginThrottle(
             max_failures=settings.login_max_failures,
             lockout=settings.login_lockout,
             ip_limit=settings.login_ip_limit,
             clock=clock,
+            counters=self.counters,
         )
         # A retired key stays published until every token it signed has expired,
         # counting a node that keeps signing with it until its next key reload.
@@ -108,6 +114,7 @@ class Gatepass:
                 # No session or family lives longer than this; nor need its count.
                 retention=max(settings.session_absolute_timeout, settings.refresh_token_ttl),
                 clock=clock,
+                counters=self.counters,
             ),
             self.metrics,
             clock,
@@ -125,13 +132,15 @@ class Gatepass:
         clock: Clock = time.time,
         hasher: PasswordHasher | None = None,
         store: Store | None = None,
+        counters: CounterStore | None = None,
     ) -> Self:
         """Start the store (migrating the embedded SQLite schema), load or generate
         secrets, load the key ring and the revocation feed.
 
         ``store`` replaces the one the settings name (an embedder's own, or one
         shared with other code); the instance starts it and closes it in
-        :meth:`close`.
+        :meth:`close`. ``counters`` replaces where the login throttle counts
+        (:func:`gatepass.ratelimit.throttle_counters`; process memory by default).
         """
         if store is None:
             store = store_from_settings(settings, clock=clock)
@@ -141,7 +150,14 @@ class Gatepass:
             session_secrets = configured or [
                 await store.get_or_create_secret(SESSION_SECRET_NAME, _new_secret)
             ]
-            instance = cls(settings, store, session_secrets, clock=clock, hasher=hasher)
+            if counters is None and isinstance(store, SplitStore):
+                # Shared by every node: counter keys are named by an HMAC under a
+                # secret of their own (rotating session secrets keeps the counts).
+                key_secret = await store.get_or_create_secret(THROTTLE_SECRET_NAME, _new_secret)
+                counters = throttle_counters(store.redis, key_secret=key_secret.encode())
+            instance = cls(
+                settings, store, session_secrets, clock=clock, hasher=hasher, counters=counters
+            )
             await instance.keys.start()
             await instance.revocations.sync()
             await instance.hasher.warm_up()

@@ -16,37 +16,46 @@ owner out, and its own failures lock only that device.
 address, successful or not. IPv6 clients are counted per /64, the block a single
 subscriber is usually given, so rotating through one's own addresses buys nothing.
 
-This implementation keeps its counters in process memory, bounded in size; a
-locked account or device is never evicted to make room.
+The counters live behind :class:`~gatepass.stores.base.CounterStore`: process
+memory by default (:mod:`gatepass.stores.memory_counters`, bounded in size), or a
+Redis shared by every node and worker (:mod:`gatepass.stores.redis_counters`),
+picked by :func:`throttle_counters`. The policy here is the same for both; a
+backend that cannot be reached raises
+:class:`~gatepass.errors.StoreUnavailable` from :meth:`LoginThrottle.check`, so
+no login is let through unthrottled.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
+import logging
 import math
-from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 
 from gatepass.clock import Clock
-from gatepass.errors import RateLimited
+from gatepass.errors import RateLimited, StoreUnavailable
+from gatepass.stores.base import CounterStore, GuardCounters, LoginCounters
+from gatepass.stores.memory_counters import MAX_TRACKED_KEYS as MAX_TRACKED_KEYS
+from gatepass.stores.memory_counters import MemoryCounters
+from gatepass.stores.redis_connection import RedisClient
+from gatepass.stores.redis_counters import RedisCounters
 
 IP_WINDOW_SECONDS = 300
-#: Entries kept per table before idle ones are pruned.
-MAX_TRACKED_KEYS = 100_000
-#: When a table is full, evictions bring it down to this share of its size at once,
-#: so the scan that picks them is paid once per many new entries, not per entry.
-PRUNE_TO = 0.9
 #: IPv6 addresses are counted per network of this prefix length.
 IPV6_PREFIX = 64
 
+logger = logging.getLogger("gatepass")
 
-@dataclass(slots=True)
-class _Account:
-    failures: deque[float] = field(default_factory=deque)
-    locked_until: float = 0.0
-    #: Attempts let through by check() whose password is still being verified.
-    pending: int = 0
+
+def throttle_counters(redis: RedisClient | None, *, key_secret: bytes = b"") -> CounterStore:
+    """Where the throttle counters live: ``redis`` when given (shared by every node
+    and worker, keys named by an HMAC under ``key_secret``, which every node must
+    share), else this process's memory (the embedded default)."""
+    if redis is None:
+        return MemoryCounters()
+    return RedisCounters(redis, key_secret=key_secret)
 
 
 def ip_key(ip: str) -> str:
@@ -67,10 +76,12 @@ def ip_key(ip: str) -> str:
 
 
 class LoginThrottle:
-    """In-memory account and device lockout and per-IP rate limit for password logins.
+    """Account and device lockout and per-IP rate limit for password logins.
 
     ``device`` arguments are the verified ID of a device cookie bound to the
     account (see :mod:`gatepass.devices`), or ``None`` for an untrusted client.
+    ``counters`` holds the state (process memory of at most ``max_keys`` entries
+    per table unless given).
     """
 
     def __init__(
@@ -82,6 +93,7 @@ class LoginThrottle:
         clock: Clock,
         ip_window: float = IP_WINDOW_SECONDS,
         max_keys: int = MAX_TRACKED_KEYS,
+        counters: LoginCounters | None = None,
     ) -> None:
         if max_failures < 1 or ip_limit < 1 or lockout <= 0 or ip_window <= 0:
             raise ValueError("throttle limits must be positive")
@@ -90,122 +102,61 @@ class LoginThrottle:
         self._ip_limit = ip_limit
         self._ip_window = ip_window
         self._clock = clock
-        self._max_keys = max_keys
-        # Keyed by SHA-256 of the account (or device), so a long junk email costs 32 bytes.
-        self._accounts: dict[bytes, _Account] = {}
-        self._ips: dict[str, deque[float]] = {}
+        self._counters = counters if counters is not None else MemoryCounters(max_keys=max_keys)
 
-    def check(self, account: str, ip: str | None, device: str | None = None) -> None:
+    async def check(self, account: str, ip: str | None, device: str | None = None) -> None:
         """Count this attempt against ``ip`` and the account (or the trusted device),
         or raise :class:`RateLimited`.
 
         Every attempt let through must be settled by :meth:`record_failure`,
         :meth:`record_success` or :meth:`abandon` with the same ``device``.
         Attempts still in flight count against the lockout, so parallel guesses
-        cannot slip past it.
+        cannot slip past it. Raises :class:`StoreUnavailable` (nothing let
+        through) when the counters cannot be reached.
         """
         now = self._clock()
         if ip is not None:
-            self._check_ip(ip_key(ip), now)
-        state = self._entry(_key(account, device), now)
-        if state.locked_until > now:
-            raise RateLimited(_whole_seconds(state.locked_until - now))
-        self._expire_failures(state, now)
-        if len(state.failures) + state.pending >= self._max_failures:
-            raise RateLimited(1)
-        state.pending += 1
+            wait = await self._counters.count_ip_attempt(
+                ip_key(ip), now, limit=self._ip_limit, window=self._ip_window
+            )
+            if wait > 0:
+                raise RateLimited(_whole_seconds(wait))
+        refused = await self._counters.begin_login(
+            _key(account, device), now, max_failures=self._max_failures, window=self._lockout
+        )
+        if refused is not None:
+            raise RateLimited(_whole_seconds(refused))
 
-    def _entry(self, key: bytes, now: float) -> _Account:
-        state = self._accounts.get(key)
-        if state is None:
-            self._prune(now)
-            state = self._accounts[key] = _Account()
-        return state
-
-    def _expire_failures(self, state: _Account, now: float) -> None:
-        while state.failures and state.failures[0] <= now - self._lockout:
-            state.failures.popleft()
-
-    def _check_ip(self, key: str, now: float) -> None:
-        attempts = self._ips.get(key)
-        if attempts is None:
-            self._prune(now)
-            attempts = self._ips[key] = deque(maxlen=self._ip_limit)
-        while attempts and attempts[0] <= now - self._ip_window:
-            attempts.popleft()
-        if len(attempts) >= self._ip_limit:
-            raise RateLimited(_whole_seconds(attempts[0] + self._ip_window - now))
-        attempts.append(now)
-
-    def record_failure(self, account: str, device: str | None = None) -> bool:
+    async def record_failure(self, account: str, device: str | None = None) -> bool:
         """Count a failed login; return ``True`` when it locks the account (or device)."""
-        now = self._clock()
-        state = self._entry(_key(account, device), now)
-        state.pending = max(0, state.pending - 1)
-        self._expire_failures(state, now)
-        state.failures.append(now)
-        if len(state.failures) >= self._max_failures:
-            state.failures.clear()
-            state.locked_until = now + self._lockout
-            return True
-        return False
+        return await self._counters.fail_login(
+            _key(account, device),
+            self._clock(),
+            max_failures=self._max_failures,
+            window=self._lockout,
+        )
 
-    def record_success(self, account: str, device: str | None = None) -> None:
+    async def record_success(self, account: str, device: str | None = None) -> None:
         """A correct password: the failures of this account (or device) are forgiven.
 
         A trusted device's success forgives only that device: the untrusted
         clients guessing meanwhile stay counted.
         """
-        self._accounts.pop(_key(account, device), None)
+        await self._counters.forget_login(_key(account, device))
 
-    def abandon(self, account: str, device: str | None = None) -> None:
-        """Settle an attempt that ended in neither success nor failure (an error)."""
-        state = self._accounts.get(_key(account, device))
-        if state is not None:
-            state.pending = max(0, state.pending - 1)
+    async def abandon(self, account: str, device: str | None = None) -> None:
+        """Settle an attempt that ended in neither success nor failure (an error).
 
-    def clear(self, account: str) -> None:
-        """Forget every count of the untrusted clients of ``account`` (e.g. after a reset)."""
-        self._accounts.pop(_key(account, None), None)
-
-    def _prune(self, now: float) -> None:
-        """Make room once a table is full, so memory stays bounded.
-
-        Down to :data:`PRUNE_TO` of the size, in one pass: idle entries first
-        (every one of them), then those with the fewest and oldest failures. A
-        locked entry or one with attempts in flight is never evicted: that would
-        unlock it. If nothing else is left, the table grows past its size
-        (bounded all the same: each lock costs ``max_failures`` attempts, which the
-        per-IP limit meters).
+        An unreachable store is not raised here: the attempt then keeps counting
+        until the store drops it (never less throttling), and the error that
+        ended the attempt is the one the caller sees.
         """
-        target = int(self._max_keys * PRUNE_TO)
-        if len(self._accounts) >= self._max_keys:
-            horizon = now - self._lockout
-            evictable = []
-            for key, state in self._accounts.items():
-                if state.locked_until > now or state.pending:
-                    continue
-                self._expire_failures(state, now)
-                last = state.failures[-1] if state.failures else horizon
-                evictable.append((bool(state.failures), len(state.failures), last, key))
-            evictable.sort()
-            for active, _, _, key in evictable:
-                if active and len(self._accounts) <= target:
-                    break
-                del self._accounts[key]
-        if len(self._ips) >= self._max_keys:
-            horizon = now - self._ip_window
-            for ip in [k for k, a in self._ips.items() if not a or a[-1] <= horizon]:
-                del self._ips[ip]
-            while len(self._ips) > target:
-                del self._ips[next(iter(self._ips))]
+        with _quietly("abandon"):
+            await self._counters.abandon_login(_key(account, device))
 
-
-@dataclass(slots=True)
-class _Guess:
-    failures: int = 0
-    pending: int = 0
-    last: float = 0.0
+    async def clear(self, account: str) -> None:
+        """Forget every count of the untrusted clients of ``account`` (e.g. after a reset)."""
+        await self._counters.forget_login(_key(account, None))
 
 
 class CredentialGuard:
@@ -217,11 +168,11 @@ class CredentialGuard:
     session or token family, which the caller ends after ``max_failures`` of them.
     Attempts in flight count, so parallel guesses cannot exceed the limit.
 
-    Memory is bounded without ever refusing an innocent caller: an entry outlives
-    ``retention`` (the longest a session or family can live) by nothing, and when
-    the table is full, entries without a count go first, then the least recently
-    active ones (an attacker would need to fill the whole table with guesses of
-    their own, each from a credential of their own, to push a count out).
+    Counts need not outlive ``retention`` (the longest a session or family can
+    live). In memory (the default) the table is bounded without ever refusing an
+    innocent caller: when it is full, entries without a count go first, then the
+    least recently active ones (an attacker would need to fill the whole table with
+    guesses of their own, each from a credential of their own, to push a count out).
     """
 
     def __init__(
@@ -231,67 +182,51 @@ class CredentialGuard:
         retention: float,
         clock: Clock,
         max_keys: int = MAX_TRACKED_KEYS,
+        counters: GuardCounters | None = None,
     ) -> None:
         if max_failures < 1 or retention <= 0:
             raise ValueError("max_failures and retention must be positive")
         self._max_failures = max_failures
         self._retention = retention
         self._clock = clock
-        self._max_keys = max_keys
-        self._counts: dict[str, _Guess] = {}
+        self._counters = counters if counters is not None else MemoryCounters(max_keys=max_keys)
 
-    def check(self, credential: str) -> None:
+    async def check(self, credential: str) -> None:
         """Let one attempt through for ``credential`` or raise :class:`RateLimited`
         (only while that credential's own failures and attempts in flight are at
         the limit)."""
-        now = self._clock()
-        guess = self._counts.get(credential)
-        if guess is None:
-            if len(self._counts) >= self._max_keys:
-                self._prune(now)
-            guess = self._counts[credential] = _Guess()
-        if guess.failures + guess.pending >= self._max_failures:
+        admitted = await self._counters.begin_guess(
+            credential, self._clock(), max_failures=self._max_failures, retention=self._retention
+        )
+        if not admitted:
             raise RateLimited(1)
-        guess.pending += 1
-        guess.last = now
 
-    def record_failure(self, credential: str) -> bool:
+    async def record_failure(self, credential: str) -> bool:
         """Count a wrong password; ``True`` when the credential must now be ended."""
-        guess = self._counts.setdefault(credential, _Guess(pending=1))
-        guess.pending = max(0, guess.pending - 1)
-        guess.failures += 1
-        guess.last = self._clock()
-        if guess.failures >= self._max_failures:
-            del self._counts[credential]
-            return True
-        return False
+        return await self._counters.fail_guess(
+            credential, self._clock(), max_failures=self._max_failures, retention=self._retention
+        )
 
-    def record_success(self, credential: str) -> None:
-        self._counts.pop(credential, None)
+    async def record_success(self, credential: str) -> None:
+        await self._counters.forget_guess(credential)
 
-    def abandon(self, credential: str) -> None:
-        guess = self._counts.get(credential)
-        if guess is not None:
-            guess.pending = max(0, guess.pending - 1)
+    async def abandon(self, credential: str) -> None:
+        """Settle an attempt that ended in an error (an unreachable store is not
+        raised, as in :meth:`LoginThrottle.abandon`)."""
+        with _quietly("abandon"):
+            await self._counters.abandon_guess(credential)
 
-    def _prune(self, now: float) -> None:
-        """Down to :data:`PRUNE_TO` of the size in one pass: entries past ``retention``
-        or holding no count, then the least recently active (never one in flight)."""
-        horizon = now - self._retention
-        for key in [
-            k
-            for k, g in self._counts.items()
-            if not g.pending and (g.last <= horizon or not g.failures)
-        ]:
-            del self._counts[key]
-        target = int(self._max_keys * PRUNE_TO)
-        if len(self._counts) > target:
-            idle = sorted((g.last, k) for k, g in self._counts.items() if not g.pending)
-            for _, key in idle[: len(self._counts) - target]:
-                del self._counts[key]
+
+@contextlib.contextmanager
+def _quietly(step: str) -> Iterator[None]:
+    try:
+        yield
+    except StoreUnavailable as exc:
+        logger.warning("throttle counters: %s not recorded: %s", step, exc)
 
 
 def _key(account: str, device: str | None = None) -> bytes:
+    # SHA-256 of the account (or device), so a long junk email costs 32 bytes.
     subject = f"device:{device}" if device is not None else f"account:{account}"
     return hashlib.sha256(subject.encode("utf-8", "surrogatepass")).digest()
 

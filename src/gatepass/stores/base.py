@@ -361,3 +361,71 @@ class Store(UserStore, SessionStore, SecretStore, TokenStore, MaintenanceStore, 
     async def ping(self) -> None:
         """Raise :class:`~gatepass.errors.StoreUnavailable` when unreachable."""
         ...
+
+
+# Throttle counters -----------------------------------------------------------------
+#
+# The state of the login throttle and of the current-password guard
+# (gatepass.ratelimit holds their policy). Each call is one atomic step, so nodes
+# sharing the counters cannot interleave a check and its count. Limits are passed in
+# on every call; a backend keeps nothing longer than they make useful.
+
+
+class LoginCounters(Protocol):
+    """Per-IP sliding windows, and per account (or device) failures, lock and
+    attempts in flight. Keys are opaque: ``bytes`` digests for accounts, the
+    :func:`~gatepass.ratelimit.ip_key` string for clients."""
+
+    async def count_ip_attempt(self, key: str, now: float, *, limit: int, window: float) -> float:
+        """Count one attempt in ``key``'s window of ``window`` seconds and return 0, or
+        count nothing and return the seconds until a slot frees when ``limit``
+        attempts are already in the window."""
+        ...
+
+    async def begin_login(
+        self, key: bytes, now: float, *, max_failures: int, window: float
+    ) -> float | None:
+        """Count one attempt in flight and return ``None``; or, when locked, the
+        seconds the lock has left; or ``0.0`` when failures within ``window`` and
+        attempts in flight already reach ``max_failures``."""
+        ...
+
+    async def fail_login(self, key: bytes, now: float, *, max_failures: int, window: float) -> bool:
+        """Settle an attempt as a failure; when it makes ``max_failures`` within
+        ``window``, forget the failures, lock for ``window`` and return ``True``."""
+        ...
+
+    async def forget_login(self, key: bytes) -> None:
+        """Drop everything counted for ``key`` (failures, lock, attempts in flight)."""
+        ...
+
+    async def abandon_login(self, key: bytes) -> None:
+        """Settle an attempt in flight that was neither a success nor a failure."""
+        ...
+
+
+class GuardCounters(Protocol):
+    """Wrong current passwords per credential (session or token family), and
+    attempts in flight. Counts need not outlive ``retention`` after their last use."""
+
+    async def begin_guess(
+        self, key: str, now: float, *, max_failures: int, retention: float
+    ) -> bool:
+        """Count one attempt in flight and return ``True``; ``False`` (nothing
+        counted) while failures and attempts in flight reach ``max_failures``."""
+        ...
+
+    async def fail_guess(
+        self, key: str, now: float, *, max_failures: int, retention: float
+    ) -> bool:
+        """Settle an attempt as a failure; at ``max_failures`` forget the key and
+        return ``True`` (the credential must be ended)."""
+        ...
+
+    async def forget_guess(self, key: str) -> None: ...
+
+    async def abandon_guess(self, key: str) -> None: ...
+
+
+class CounterStore(LoginCounters, GuardCounters, Protocol):
+    """Both kinds of throttle counters: process memory or a shared Redis."""
