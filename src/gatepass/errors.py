@@ -51,7 +51,12 @@ class StoreError(GatepassError):
 
 
 class StoreUnavailable(StoreError):
-    """A backing store failed; callers must fail closed."""
+    """A backing store failed; callers must fail closed. ``store`` names it
+    (``"database"``, ``"redis"``) where known, for ``/healthz`` and operators."""
+
+    def __init__(self, message: str = "", *, store: str | None = None) -> None:
+        super().__init__(message)
+        self.store = store
 
 
 class DuplicateRecord(StoreError):

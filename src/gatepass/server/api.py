@@ -270,8 +270,10 @@ async def change_password(request: Request) -> Response:
 async def healthz(request: Request) -> Response:
     try:
         await gatepass(request).store.ping()
-    except StoreUnavailable:
-        return problem(503, "A store is unreachable.")
+    except StoreUnavailable as exc:
+        # Names the store (database, redis) for the operator; never the error text,
+        # which may carry an address.
+        return problem(503, f"A store is unreachable: {exc.store or 'storage'}.")
     return JSONResponse({"status": "ok"}, headers=NO_STORE)
 
 

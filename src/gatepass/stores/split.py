@@ -77,7 +77,7 @@ class SplitStore:
         try:
             await self.sessions.ping()
         except StoreUnavailable as exc:
-            raise StoreUnavailable(f"redis: {exc}") from exc
+            raise StoreUnavailable(f"redis: {exc}", store="redis") from exc
 
     async def close(self) -> None:
         try:
@@ -90,11 +90,11 @@ class SplitStore:
         try:
             await self.database.ping()
         except StoreUnavailable as exc:
-            raise StoreUnavailable(f"database: {exc}") from exc
+            raise StoreUnavailable(f"database: {exc}", store="database") from exc
         try:
             await self.sessions.ping()
         except StoreUnavailable as exc:
-            raise StoreUnavailable(f"redis: {exc}") from exc
+            raise StoreUnavailable(f"redis: {exc}", store="redis") from exc
 
     # users -------------------------------------------------------------------
 

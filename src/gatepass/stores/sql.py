@@ -414,8 +414,11 @@ class SqlStore:
         await self.engine.dispose()
 
     async def ping(self) -> None:
-        async with self._tx() as conn:
-            await conn.execute(select(1))
+        try:
+            async with self._tx() as conn:
+                await conn.execute(select(1))
+        except StoreUnavailable as exc:
+            raise StoreUnavailable(str(exc), store="database") from exc
 
     # users -----------------------------------------------------------------
 
