@@ -11,7 +11,6 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,7 +18,7 @@ import pytest
 
 from tests.conftest import PASSWORD
 from tests.e2e_support import RunningServer, running_server
-from tests.servers import TEMPLATE, PostgresServer, RedisServer
+from tests.servers import TEMPLATE, PostgresServer, RedisCluster, RedisServer
 
 pytestmark = pytest.mark.e2e
 
@@ -40,21 +39,30 @@ class Nodes:
         return [self.a, self.b]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["redis", "redis-cluster"])
 def nodes(
+    request: pytest.FixtureRequest,
     postgres_server: PostgresServer,
-    redis_server: RedisServer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Nodes]:
-    database = "e2e_nodes"
+    """Two nodes on one PostgreSQL and one Redis: once a standalone server, once a
+    3-primary Redis Cluster (every path then runs across slots: no CROSSSLOT)."""
+    database = f"e2e_nodes_{request.param.replace('-', '_')}"
     postgres_server.admin(
         f'DROP DATABASE IF EXISTS "{database}"', f'CREATE DATABASE "{database}" TEMPLATE {TEMPLATE}'
     )
-    redis_server.command("FLUSHALL")
+    if request.param == "redis":
+        standalone: RedisServer = request.getfixturevalue("redis_server")
+        standalone.command("FLUSHALL")
+        redis_url = standalone.url
+    else:
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+        cluster.flush()
+        redis_url = cluster.url
     env = {
         "GATEPASS_DEV": "1",
         "GATEPASS_DATABASE_URL": postgres_server.url(database),
-        "GATEPASS_REDIS_URL": redis_server.url,
+        "GATEPASS_REDIS_URL": redis_url,
         "GATEPASS_LOGIN_MAX_FAILURES": str(MAX_FAILURES),
         # One issuer and audience for the deployment, whichever node signs.
         "GATEPASS_ISSUER": "http://gatepass.test",
@@ -67,6 +75,7 @@ def nodes(
         yield Nodes(a, b)
         for node in (a, b):
             assert "Traceback" not in node.logs(), node.logs()
+            assert "CROSSSLOT" not in node.logs(), node.logs()
 
 
 def http(server: RunningServer, **kwargs: Any) -> httpx.Client:
@@ -218,7 +227,7 @@ def test_a_lockout_counted_on_one_node_holds_on_the_other(nodes: Nodes) -> None:
     assert int(response.headers["retry-after"]) > 0
 
 
-def test_a_node_sees_its_stores_and_says_so(nodes: Nodes, tmp_path: Path) -> None:
+def test_both_nodes_report_their_stores_healthy(nodes: Nodes) -> None:
     for node in nodes.both():
         with http(node) as client:
             assert client.get("/healthz").status_code == 200
