@@ -13,11 +13,12 @@ from gatepass.clock import Clock
 from gatepass.config import Settings
 from gatepass.devices import DeviceCookies
 from gatepass.errors import ConfigError
+from gatepass.events import EventBus, LocalEventBus
 from gatepass.metrics import Metrics
 from gatepass.passwords import PasswordHasher
 from gatepass.ratelimit import CredentialGuard, LoginThrottle
 from gatepass.refresh import RefreshTokens
-from gatepass.revocation import BearerAuthenticator, RevocationView
+from gatepass.revocation import BearerAuthenticator, NodeCaches, RevocationView
 from gatepass.sessions import CookieSigner, SessionManager, SessionPolicy
 from gatepass.stores.base import Store
 from gatepass.stores.factory import store_from_settings
@@ -61,10 +62,14 @@ class Gatepass:
         *,
         clock: Clock = time.time,
         hasher: PasswordHasher | None = None,
+        bus: EventBus | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.clock = clock
+        #: Tells the other processes what this one revoked or ended, and them this
+        #: one (:mod:`gatepass.events`); started in :meth:`open`, closed in :meth:`close`.
+        self.bus: EventBus = bus if bus is not None else LocalEventBus()
         self.metrics = Metrics()
         self.hasher = hasher or PasswordHasher(max_pending=settings.password_queue_limit)
         self.sessions = SessionManager(
@@ -72,6 +77,7 @@ class Gatepass:
             CookieSigner(session_secrets),
             SessionPolicy(settings.session_idle_timeout, settings.session_absolute_timeout),
             clock,
+            bus=self.bus,
         )
         self.throttle = LoginThrottle(
             max_failures=settings.login_max_failures,
@@ -92,7 +98,7 @@ class Gatepass:
             clock=clock,
         )
         self.revocations = RevocationView(
-            store, retention=settings.access_token_ttl + settings.leeway, clock=clock
+            store, retention=settings.access_token_ttl + settings.leeway, clock=clock, bus=self.bus
         )
         self.refresh_tokens = RefreshTokens(
             store,
@@ -103,7 +109,9 @@ class Gatepass:
             clock=clock,
         )
         bearer = BearerAuthenticator(self.access_tokens, self.revocations, store, clock)
+        self.bearer = bearer
         self.authenticator = Authenticator(self.sessions, bearer)
+        self.caches = NodeCaches(self.revocations, bearer, self.sessions)
         self.devices = DeviceCookies(session_secrets, clock)
         self.accounts = Accounts(
             store,
@@ -136,13 +144,14 @@ class Gatepass:
         clock: Clock = time.time,
         hasher: PasswordHasher | None = None,
         store: Store | None = None,
+        bus: EventBus | None = None,
     ) -> Self:
         """Start the store (migrating the embedded SQLite schema), load or generate
         secrets, load the key ring and the revocation feed.
 
         ``store`` replaces the one the settings name (an embedder's own, or one
         shared with other code); the instance starts it and closes it in
-        :meth:`close`.
+        :meth:`close`. So too ``bus`` (default: :class:`~gatepass.events.LocalEventBus`).
         """
         check_supported(settings)
         if store is None:
@@ -153,11 +162,14 @@ class Gatepass:
             session_secrets = configured or [
                 await store.get_or_create_secret(SESSION_SECRET_NAME, _new_secret)
             ]
-            instance = cls(settings, store, session_secrets, clock=clock, hasher=hasher)
+            instance = cls(settings, store, session_secrets, clock=clock, hasher=hasher, bus=bus)
             await instance.keys.start()
             await instance.revocations.sync()
             await instance.hasher.warm_up()
+            await instance.bus.start(instance.caches)
         except BaseException:
+            if bus is not None:
+                await bus.close()
             await store.close()
             raise
         return instance
@@ -176,6 +188,7 @@ class Gatepass:
         )
 
     async def close(self) -> None:
-        """Release the database connections and the hashing threads."""
+        """Release the event bus, the database connections and the hashing threads."""
+        await self.bus.close()
         await self.store.close()
         self.hasher.close()

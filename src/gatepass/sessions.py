@@ -20,6 +20,7 @@ from itsdangerous import BadSignature, Signer
 from gatepass._singleflight import SingleFlight
 from gatepass.clock import Clock
 from gatepass.errors import CredentialsChanged
+from gatepass.events import EventBus, LocalEventBus, SessionsEnded
 from gatepass.stores.base import (
     Evicted,
     SessionLimit,
@@ -140,11 +141,16 @@ class SessionManager:
         signer: CookieSigner,
         policy: SessionPolicy,
         clock: Clock,
+        *,
+        bus: EventBus | None = None,
     ) -> None:
         self._store = store
         self._signer = signer
         self.policy = policy
         self._clock = clock
+        # Sessions this process ends are announced, so other processes drop them
+        # from their caches at once (without a bus: within SESSION_CACHE_SECONDS).
+        self._bus: EventBus = bus if bus is not None else LocalEventBus()
         # id_hash -> (record, user, loaded_at): at most one store read per session
         # per SESSION_CACHE_SECONDS on the request path.
         self._cache: dict[str, tuple[SessionRecord, UserRecord, float]] = {}
@@ -277,8 +283,24 @@ class SessionManager:
         user_id: str | None = None,
         handles: Sequence[str] = (),
     ) -> None:
-        """Drop cached sessions this process just ended (by ID hash, user or handles)."""
+        """Drop cached sessions this process just ended (by ID hash, user or handles),
+        here and, through the bus, in the other processes. Call it after the store
+        write, so no process reloads the session before it is gone."""
+        self.drop_cached(id_hash=id_hash, user_id=user_id, handles=handles)
+        self._announce(id_hash, user_id, handles)
+
+    def drop_cached(
+        self,
+        *,
+        id_hash: str | None = None,
+        user_id: str | None = None,
+        handles: Sequence[str] = (),
+        everything: bool = False,
+    ) -> None:
+        """Drop cached sessions in this process only (``everything``: all of them)."""
         self._generation += 1
+        if everything:
+            self._cache.clear()
         if id_hash is not None:
             self._cache.pop(id_hash, None)
         if user_id is not None or handles:
@@ -289,14 +311,27 @@ class SessionManager:
             ]:
                 del self._cache[key]
 
+    def _announce(self, id_hash: str | None, user_id: str | None, handles: Sequence[str]) -> None:
+        if id_hash is not None or user_id is not None or handles:
+            hashes = (id_hash,) if id_hash is not None else ()
+            self._bus.announce(SessionsEnded(hashes, tuple(handles), user_id))
+
     async def destroy(self, record: SessionRecord) -> bool:
-        self.forget(id_hash=record.id_hash)
-        return await self._store.delete_session(record.id_hash)
+        # Dropped here before the delete (a read in flight meanwhile is not kept),
+        # announced after it (no other process reloads it before it is gone).
+        self.drop_cached(id_hash=record.id_hash)
+        ended = await self._store.delete_session(record.id_hash)
+        if ended:
+            self._announce(record.id_hash, None, ())
+        return ended
 
     async def destroy_cookie(self, cookie_value: str | None) -> bool:
         """End whatever session a presented cookie names, valid or not (fixation defence)."""
         id_hash = self.id_hash_of(cookie_value)
         if id_hash is None:
             return False
-        self.forget(id_hash=id_hash)
-        return await self._store.delete_session(id_hash)
+        self.drop_cached(id_hash=id_hash)
+        ended = await self._store.delete_session(id_hash)
+        if ended:
+            self._announce(id_hash, None, ())
+        return ended

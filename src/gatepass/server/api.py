@@ -268,10 +268,15 @@ async def change_password(request: Request) -> Response:
 
 
 async def healthz(request: Request) -> Response:
+    gp = gatepass(request)
     try:
-        await gatepass(request).store.ping()
+        await gp.store.ping()
     except StoreUnavailable:
-        return problem(503, "A store is unreachable.")
+        return problem(503, "The database is unreachable.")
+    try:
+        gp.bus.check_live()
+    except StoreUnavailable:
+        return problem(503, f"The event bus ({gp.bus.name}) is unreachable.")
     return JSONResponse({"status": "ok"}, headers=NO_STORE)
 
 
