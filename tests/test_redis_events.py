@@ -341,14 +341,19 @@ async def test_killed_redis_stops_a_cached_token_within_a_second_and_recovery_ca
     b = await open_node(sqlite_url, own_redis.url)
     identity, header = await token_user(a)
     revoked_meanwhile, revoked_header = await token_login(a, identity.user.email)
+    web = await a.accounts.start_web_session(
+        identity.user, presented_cookie=None, ip=None, user_agent=None
+    )
     assert await verdict(b, header) == "accepted"
     assert await verdict(b, revoked_header) == "accepted"
+    assert await verdict(b, None, web.cookie_value) == "accepted"
     assert (await healthz(b)).status_code == 200
 
     own_redis.kill()
 
-    # A token B accepted (and cached) a moment ago fails closed, not open.
+    # A token and a session B accepted (and cached) a moment ago fail closed.
     assert await becomes(b, header, "unavailable", within=PUSH_BOUND) == "unavailable"
+    assert await verdict(b, None, web.cookie_value) == "unavailable"
     down = await healthz(b)
     assert down.status_code == 503
     assert down.headers["content-type"] == "application/problem+json"
@@ -360,6 +365,7 @@ async def test_killed_redis_stops_a_cached_token_within_a_second_and_recovery_ca
 
     assert await becomes(b, header, "accepted", within=RECOVERY_BOUND) == "accepted"
     assert await verdict(b, revoked_header) == "refused"  # the catch-up read it
+    assert await verdict(b, None, web.cookie_value) == "accepted"
     assert (await healthz(b)).status_code == 200
 
 

@@ -226,10 +226,15 @@ class SessionManager:
         return hash_session_id(session_id) if session_id is not None else None
 
     async def load(self, cookie_value: str | None) -> ActiveSession | None:
-        """The live session behind a cookie, or ``None``. Expired sessions are deleted."""
+        """The live session behind a cookie, or ``None``. Expired sessions are deleted.
+
+        Raises :class:`~gatepass.errors.StoreUnavailable` while the event bus is not
+        live (sessions ended by other processes might not be heard of)."""
         id_hash = self.id_hash_of(cookie_value)
         if id_hash is None:
             return None
+        # No session is trusted, cached or read, while ends elsewhere may not reach us.
+        self._bus.check_live()
         now = self._clock()
         cached = self._cache.get(id_hash)
         cacheable = True
