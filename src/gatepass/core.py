@@ -12,14 +12,16 @@ from gatepass.authenticator import Authenticator
 from gatepass.clock import Clock
 from gatepass.config import Settings
 from gatepass.devices import DeviceCookies
+from gatepass.events import EventBus, LocalEventBus
 from gatepass.metrics import Metrics
 from gatepass.passwords import PasswordHasher
 from gatepass.ratelimit import CredentialGuard, LoginThrottle, throttle_counters
 from gatepass.refresh import RefreshTokens
-from gatepass.revocation import BearerAuthenticator, RevocationView
+from gatepass.revocation import BearerAuthenticator, NodeCaches, RevocationView
 from gatepass.sessions import SESSION_CACHE_SECONDS, CookieSigner, SessionManager, SessionPolicy
 from gatepass.stores.base import CounterStore, Store
 from gatepass.stores.factory import store_from_settings
+from gatepass.stores.redis_events import RedisEventBus
 from gatepass.stores.split import SplitStore
 from gatepass.tokens import AccessTokens, KeyRing, retired_key_retention
 
@@ -49,10 +51,14 @@ class Gatepass:
         clock: Clock = time.time,
         hasher: PasswordHasher | None = None,
         counters: CounterStore | None = None,
+        bus: EventBus | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.clock = clock
+        #: Tells the other processes what this one revoked or ended, and them this
+        #: one (:mod:`gatepass.events`); started in :meth:`open`, closed in :meth:`close`.
+        self.bus: EventBus = bus if bus is not None else LocalEventBus()
         self.metrics = Metrics()
         self.hasher = hasher or PasswordHasher(max_pending=settings.password_queue_limit)
         self.sessions = SessionManager(
@@ -63,6 +69,7 @@ class Gatepass:
             # Sessions shared by many nodes are read each time, so an end on one
             # node holds on every other at once.
             cache_seconds=0.0 if isinstance(store, SplitStore) else SESSION_CACHE_SECONDS,
+            bus=self.bus,
         )
         # Login and current-password counters: process memory unless a shared
         # store is given (DESIGN §2, "What lives where").
@@ -87,7 +94,7 @@ class Gatepass:
             clock=clock,
         )
         self.revocations = RevocationView(
-            store, retention=settings.access_token_ttl + settings.leeway, clock=clock
+            store, retention=settings.access_token_ttl + settings.leeway, clock=clock, bus=self.bus
         )
         self.refresh_tokens = RefreshTokens(
             store,
@@ -98,7 +105,9 @@ class Gatepass:
             clock=clock,
         )
         bearer = BearerAuthenticator(self.access_tokens, self.revocations, store, clock)
+        self.bearer = bearer
         self.authenticator = Authenticator(self.sessions, bearer)
+        self.caches = NodeCaches(self.revocations, bearer, self.sessions)
         self.devices = DeviceCookies(session_secrets, clock)
         self.accounts = Accounts(
             store,
@@ -133,6 +142,7 @@ class Gatepass:
         hasher: PasswordHasher | None = None,
         store: Store | None = None,
         counters: CounterStore | None = None,
+        bus: EventBus | None = None,
     ) -> Self:
         """Start the store (migrating the embedded SQLite schema), load or generate
         secrets, load the key ring and the revocation feed.
@@ -140,7 +150,9 @@ class Gatepass:
         ``store`` replaces the one the settings name (an embedder's own, or one
         shared with other code); the instance starts it and closes it in
         :meth:`close`. ``counters`` replaces where the login throttle counts
-        (:func:`gatepass.ratelimit.throttle_counters`; process memory by default).
+        (:func:`gatepass.ratelimit.throttle_counters`; process memory by default),
+        ``bus`` how this process hears of the others' revocations and session ends
+        (default: :class:`~gatepass.events.LocalEventBus`).
         """
         if store is None:
             store = store_from_settings(settings, clock=clock)
@@ -155,13 +167,25 @@ class Gatepass:
                 # secret of their own (rotating session secrets keeps the counts).
                 key_secret = await store.get_or_create_secret(THROTTLE_SECRET_NAME, _new_secret)
                 counters = throttle_counters(store.redis, key_secret=key_secret.encode())
+            if bus is None and isinstance(store, SplitStore):
+                # Revocations and session ends reach every node through Redis at once.
+                bus = RedisEventBus(store.redis)
             instance = cls(
-                settings, store, session_secrets, clock=clock, hasher=hasher, counters=counters
+                settings,
+                store,
+                session_secrets,
+                clock=clock,
+                hasher=hasher,
+                counters=counters,
+                bus=bus,
             )
             await instance.keys.start()
             await instance.revocations.sync()
             await instance.hasher.warm_up()
+            await instance.bus.start(instance.caches)
         except BaseException:
+            if bus is not None:
+                await bus.close()
             await store.close()
             raise
         return instance
@@ -180,6 +204,7 @@ class Gatepass:
         )
 
     async def close(self) -> None:
-        """Release the database connections and the hashing threads."""
+        """Release the event bus, the database connections and the hashing threads."""
+        await self.bus.close()
         await self.store.close()
         self.hasher.close()

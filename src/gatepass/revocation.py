@@ -39,6 +39,16 @@ rows above it again, and IDs already applied are skipped, so each event is
 applied once. Memory beyond the live entries is the set of IDs above the
 floor: at most the events of one window (60 s plus a poll).
 
+Other processes learn of a revocation at once when an event bus carries it
+(:mod:`gatepass.events`; Redis pub/sub when scaled out): after every local
+revoking write, :meth:`RevocationView.sync_quietly` reads the feed and announces
+the entries it read there, and the others apply them from the message, with no
+read of the feed each. The poll stays, as the net under the bus: an entry whose
+announcement was lost is still read within :data:`REVOCATION_POLL_SECONDS`, and a
+process that (re)subscribes reads the feed before it trusts its view again.
+While the bus cannot vouch that events reach this process
+(:meth:`~gatepass.events.EventBus.check_live`), no access token is accepted.
+
 The epoch is compared in whole seconds (``iat`` is a whole number) so that a
 token issued just *after* a logout-all in the same second stays valid; a token
 issued just *before* it in that second is still refused, because logout-all
@@ -49,11 +59,21 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 
 from gatepass._singleflight import SingleFlight
 from gatepass.authenticator import Identity
 from gatepass.clock import Clock
 from gatepass.errors import InvalidToken, StoreUnavailable
+from gatepass.events import (
+    Event,
+    EventBus,
+    LocalEventBus,
+    Revoked,
+    SessionsEnded,
+    UserChanged,
+)
+from gatepass.sessions import SessionManager
 from gatepass.stores.base import (
     BearerState,
     RevocationEvent,
@@ -76,6 +96,10 @@ PRUNE_SECONDS = 60.0
 #: Users (email, roles) are cached this long for Bearer requests.
 USER_CACHE_SECONDS = 30.0
 USER_CACHE_SIZE = 10_000
+#: Feed entries read here are announced on the bus by the next local revoking write
+#: within this long: the entry that write committed may have been read by a
+#: concurrent poll just before, and must still be announced.
+ANNOUNCE_WINDOW_SECONDS = 5.0
 
 
 def check_not_revoked(claims: AccessClaims, state: BearerState) -> UserRecord:
@@ -99,10 +123,18 @@ class RevocationView:
     order are still applied, once each (the module docstring gives the rule).
     """
 
-    def __init__(self, store: RevocationStore, *, retention: float, clock: Clock) -> None:
+    def __init__(
+        self,
+        store: RevocationStore,
+        *,
+        retention: float,
+        clock: Clock,
+        bus: EventBus | None = None,
+    ) -> None:
         self._store = store
         self._retention = retention
         self._clock = clock
+        self.bus: EventBus = bus if bus is not None else LocalEventBus()
         self._jtis: dict[str, float] = {}
         self._families: dict[str, float] = {}
         self._epochs: dict[str, float] = {}
@@ -115,6 +147,11 @@ class RevocationView:
         self._synced_at = float("-inf")
         self._pruned_at = float("-inf")
         self._reads: SingleFlight[None, None] = SingleFlight()
+        #: Entries read from the feed here and not announced on the bus yet, and
+        #: IDs received from the bus (no need to announce those again), each with
+        #: when; both kept for :data:`ANNOUNCE_WINDOW_SECONDS`.
+        self._unannounced: dict[int, tuple[RevocationEvent, float]] = {}
+        self._pushed: dict[int, float] = {}
 
     async def sync(self) -> None:
         """Read feed entries this process has not applied yet (one query)."""
@@ -123,8 +160,12 @@ class RevocationView:
         for event in events:
             if event.id > self._floor and event.id not in self._seen:
                 self._seen[event.id] = now
+                self._applied += 1
                 self._apply(event)
+                if event.id not in self._pushed:
+                    self._unannounced[event.id] = (event, now)
         self._raise_floor(now)
+        self._forget_announcements(now)
         self._synced_at = now
         if self._synced_at - self._pruned_at >= PRUNE_SECONDS:
             await self._prune()
@@ -140,16 +181,46 @@ class RevocationView:
             return
         await self._reads.run(None, self.sync)
 
+    async def ensure_current(self) -> None:
+        """Fail closed unless this view may judge a token now: the bus vouches that
+        other processes' events reach it, and the feed was read within
+        :data:`REVOCATION_POLL_SECONDS` (see :meth:`sync_if_stale`)."""
+        self.bus.check_live()
+        await self.sync_if_stale()
+
     async def sync_quietly(self) -> None:
-        """Read the feed after a local write; a failure is logged, not raised.
+        """Read the feed after a local write and announce what was read on the bus;
+        a failure is logged, not raised.
 
         The write has committed, so the caller's request succeeded; if the feed
-        cannot be read now, :meth:`sync_if_stale` fails closed until it can.
+        cannot be read now, :meth:`sync_if_stale` fails closed until it can, and
+        the other processes read the entry from the feed themselves.
         """
         try:
             await self.sync()
         except StoreUnavailable as exc:
             logger.warning("revocation feed not read after a revocation: %s", exc)
+            return
+        fresh = [event for event, _ in self._unannounced.values()]
+        self._unannounced.clear()
+        if fresh:
+            await self.bus.publish_revocations(fresh, retention=self._retention, now=self._clock())
+
+    def receive(self, events: Sequence[RevocationEvent]) -> None:
+        """Apply entries another process announced (their feed rows are read again
+        by the next poll, and applied idempotently)."""
+        now = self._clock()
+        for event in events:
+            if event.id > self._floor and event.id not in self._seen:
+                self._apply(event)
+            self._pushed[event.id] = now
+
+    def _forget_announcements(self, now: float) -> None:
+        horizon = now - ANNOUNCE_WINDOW_SECONDS
+        for event_id in [i for i, (_, at) in self._unannounced.items() if at < horizon]:
+            del self._unannounced[event_id]
+        for event_id in [i for i, at in self._pushed.items() if at < horizon]:
+            del self._pushed[event_id]
 
     def _raise_floor(self, now: float) -> None:
         """Move the floor over the IDs seen without a hole, and over a hole once
@@ -179,7 +250,6 @@ class RevocationView:
         return self._applied
 
     def _apply(self, event: RevocationEvent) -> None:
-        self._applied += 1
         if event.kind == "jti":
             self._jtis[event.subject] = event.created_at
         elif event.kind == "family":
@@ -231,7 +301,7 @@ class BearerAuthenticator:
 
     async def authenticate_bearer(self, token: str) -> Identity:
         claims = await self._tokens.verify(token)
-        await self._view.sync_if_stale()
+        await self._view.ensure_current()
         user = await self._user(claims.sub)
         state = BearerState(
             user=user,
@@ -262,7 +332,47 @@ class BearerAuthenticator:
 
     def forget_user(self, user_id: str) -> None:
         """Drop the cached record of a user whose credentials, roles or existence
-        just changed in this process (other processes refresh within
-        :data:`USER_CACHE_SECONDS`; revocations reach them through the feed)."""
+        just changed in this process, and tell the other processes (without a bus
+        they refresh within :data:`USER_CACHE_SECONDS`; revocations reach them
+        through the feed)."""
+        self.drop_user(user_id)
+        self._view.bus.announce(UserChanged(user_id))
+
+    def drop_user(self, user_id: str | None = None) -> None:
+        """Drop the cached record of ``user_id`` (every user's when ``None``) here only."""
         self._user_generation += 1
-        self._user_cache.pop(user_id, None)
+        if user_id is None:
+            self._user_cache.clear()
+        else:
+            self._user_cache.pop(user_id, None)
+
+
+class NodeCaches:
+    """What this process cached that other processes' events invalidate: the
+    revocation view, the Bearer path's users and the loaded sessions
+    (an :class:`~gatepass.events.EventListener`)."""
+
+    def __init__(
+        self, view: RevocationView, bearer: BearerAuthenticator, sessions: SessionManager
+    ) -> None:
+        self._view = view
+        self._bearer = bearer
+        self._sessions = sessions
+
+    async def catch_up(self) -> None:
+        """Read the durable feed, and drop every cached user and session: events
+        about them may have been missed while the bus was away."""
+        await self._view.sync()
+        self._bearer.drop_user()
+        self._sessions.drop_cached(everything=True)
+
+    def receive(self, event: Event) -> None:
+        if isinstance(event, Revoked):
+            self._view.receive(event.events)
+        elif isinstance(event, UserChanged):
+            self._bearer.drop_user(event.user_id)
+            self._sessions.drop_cached(user_id=event.user_id)
+        elif isinstance(event, SessionsEnded):
+            for id_hash in event.id_hashes:
+                self._sessions.drop_cached(id_hash=id_hash)
+            self._sessions.drop_cached(user_id=event.user_id, handles=event.handles)

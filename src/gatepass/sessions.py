@@ -20,6 +20,7 @@ from itsdangerous import BadSignature, Signer
 from gatepass._singleflight import SingleFlight
 from gatepass.clock import Clock
 from gatepass.errors import CredentialsChanged
+from gatepass.events import EventBus, LocalEventBus, SessionsEnded
 from gatepass.stores.base import (
     SLOT_TAG_LENGTH,
     Evicted,
@@ -166,6 +167,7 @@ class SessionManager:
         clock: Clock,
         *,
         cache_seconds: float = SESSION_CACHE_SECONDS,
+        bus: EventBus | None = None,
     ) -> None:
         self._store = store
         #: 0 when every node must see a session end at once (a shared session store:
@@ -174,6 +176,9 @@ class SessionManager:
         self._signer = signer
         self.policy = policy
         self._clock = clock
+        # Sessions this process ends are announced, so other processes drop them
+        # from their caches at once (without a bus: within SESSION_CACHE_SECONDS).
+        self._bus: EventBus = bus if bus is not None else LocalEventBus()
         # id_hash -> (record, user, loaded_at): at most one store read per session
         # per SESSION_CACHE_SECONDS on the request path.
         self._cache: dict[str, tuple[SessionRecord, UserRecord, float]] = {}
@@ -249,10 +254,15 @@ class SessionManager:
         return hash_session_id(session_id) if session_id is not None else None
 
     async def load(self, cookie_value: str | None) -> ActiveSession | None:
-        """The live session behind a cookie, or ``None``. Expired sessions are deleted."""
+        """The live session behind a cookie, or ``None``. Expired sessions are deleted.
+
+        Raises :class:`~gatepass.errors.StoreUnavailable` while the event bus is not
+        live (sessions ended by other processes might not be heard of)."""
         id_hash = self.id_hash_of(cookie_value)
         if id_hash is None:
             return None
+        # No session is trusted, cached or read, while ends elsewhere may not reach us.
+        self._bus.check_live()
         now = self._clock()
         cached = self._cache.get(id_hash)
         cacheable = True
@@ -306,8 +316,25 @@ class SessionManager:
         user_id: str | None = None,
         handles: Sequence[str] = (),
     ) -> None:
-        """Drop cached sessions this process just ended (by ID hash, user or handles)."""
+        """Drop cached sessions this process just ended (by ID hash, user or handles),
+        here and, through the bus, in the other processes. Call it after the store
+        write, so no process reloads the session before it is gone."""
+        self.drop_cached(id_hash=id_hash, user_id=user_id, handles=handles)
+        self._announce(id_hash, user_id, handles)
+
+    def drop_cached(
+        self,
+        *,
+        id_hash: str | None = None,
+        user_id: str | None = None,
+        handles: Sequence[str] = (),
+        everything: bool = False,
+    ) -> None:
+        """Drop cached sessions in this process only (``everything``: all of them)."""
         self._generation += 1
+        if everything:
+            self._cache.clear()
+            self._store.forget_user(None)
         if user_id is not None:
             self._store.forget_user(user_id)
         if id_hash is not None:
@@ -320,14 +347,27 @@ class SessionManager:
             ]:
                 del self._cache[key]
 
+    def _announce(self, id_hash: str | None, user_id: str | None, handles: Sequence[str]) -> None:
+        if id_hash is not None or user_id is not None or handles:
+            hashes = (id_hash,) if id_hash is not None else ()
+            self._bus.announce(SessionsEnded(hashes, tuple(handles), user_id))
+
     async def destroy(self, record: SessionRecord) -> bool:
-        self.forget(id_hash=record.id_hash)
-        return await self._store.delete_session(record.id_hash)
+        # Dropped here before the delete (a read in flight meanwhile is not kept),
+        # announced after it (no other process reloads it before it is gone).
+        self.drop_cached(id_hash=record.id_hash)
+        ended = await self._store.delete_session(record.id_hash)
+        if ended:
+            self._announce(record.id_hash, None, ())
+        return ended
 
     async def destroy_cookie(self, cookie_value: str | None) -> bool:
         """End whatever session a presented cookie names, valid or not (fixation defence)."""
         id_hash = self.id_hash_of(cookie_value)
         if id_hash is None:
             return False
-        self.forget(id_hash=id_hash)
-        return await self._store.delete_session(id_hash)
+        self.drop_cached(id_hash=id_hash)
+        ended = await self._store.delete_session(id_hash)
+        if ended:
+            self._announce(id_hash, None, ())
+        return ended

@@ -268,12 +268,17 @@ async def change_password(request: Request) -> Response:
 
 
 async def healthz(request: Request) -> Response:
+    gp = gatepass(request)
     try:
-        await gatepass(request).store.ping()
+        await gp.store.ping()
     except StoreUnavailable as exc:
         # Names the store (database, redis) for the operator; never the error text,
         # which may carry an address.
-        return problem(503, f"A store is unreachable: {exc.store or 'storage'}.")
+        return problem(503, f"The {exc.store or 'store'} is unreachable.")
+    try:
+        gp.bus.check_live()
+    except StoreUnavailable:
+        return problem(503, f"The event bus ({gp.bus.name}) is unreachable.")
     return JSONResponse({"status": "ok"}, headers=NO_STORE)
 
 

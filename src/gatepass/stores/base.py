@@ -241,9 +241,10 @@ class SessionStore(Protocol):
 
     async def list_sessions(self, user_id: str) -> list[SessionRecord]: ...
 
-    def forget_user(self, user_id: str) -> None:
+    def forget_user(self, user_id: str | None) -> None:
         """Drop whatever this store caches about the user (its credentials, roles or
-        existence changed). Stores that cache nothing do nothing."""
+        existence changed; ``None``: about every user). Stores that cache nothing do
+        nothing."""
         ...
 
     async def end_user_sessions(self, user_id: str, *, min_credential_version: int) -> int:

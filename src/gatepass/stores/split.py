@@ -128,10 +128,14 @@ class SplitStore:
         finally:
             self.forget_user(user_id)
 
-    def forget_user(self, user_id: str) -> None:
-        """Drop the cached user (its credentials, roles or existence changed)."""
+    def forget_user(self, user_id: str | None) -> None:
+        """Drop the cached user (its credentials, roles or existence changed), or
+        every cached user (``None``: events may have been missed)."""
         self._generation += 1
-        self._users.pop(user_id, None)
+        if user_id is None:
+            self._users.clear()
+        else:
+            self._users.pop(user_id, None)
 
     async def _cached_user(self, user_id: str) -> UserRecord | None:
         now = self._clock()

@@ -553,7 +553,7 @@ class SqlStore:
             )
             return [_session(row) for row in rows]
 
-    def forget_user(self, user_id: str) -> None:
+    def forget_user(self, user_id: str | None) -> None:
         """Nothing is cached here: every session check reads the user with it."""
 
     async def end_user_sessions(self, user_id: str, *, min_credential_version: int) -> int:
