@@ -173,8 +173,8 @@ def main() -> int:
     pg: PostgresServer | None = None
     redis: RedisServer | None = None
     try:
-        (root / "pg").mkdir()
-        pg = _start(root / "pg", bin_dir)
+        # A folder of its own: the server may run as another user (postgres).
+        pg = _start(Path(tempfile.mkdtemp(prefix="gatepass-scaleout-pg-")), bin_dir)
         _make_template(pg)
         pg.admin(f"CREATE DATABASE bench TEMPLATE {TEMPLATE}")
         redis = start_redis(root / "redis")
@@ -201,6 +201,7 @@ def main() -> int:
             redis.stop()
         if pg is not None:
             pg.stop()
+            shutil.rmtree(pg.socket_dir, ignore_errors=True)
         shutil.rmtree(root, ignore_errors=True)
     return 0
 

@@ -15,7 +15,7 @@ from typing import TypeAlias
 from urllib.parse import unquote, urlsplit
 
 from redis import exceptions as redis_errors
-from redis.asyncio import Redis, RedisCluster
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.retry import Retry
 from redis.backoff import ConstantBackoff
@@ -31,8 +31,15 @@ DEFAULT_PORT = 6379
 #: A command that takes longer than this is a failure (fail closed, not hang).
 SOCKET_TIMEOUT = 2.0
 CONNECT_TIMEOUT = 2.0
-#: Connections one process keeps per Redis node.
-MAX_CONNECTIONS = 64
+#: Connections one process keeps to a standalone Redis. A command that finds them
+#: all busy waits for one (up to :data:`POOL_WAIT`) instead of failing: a burst of
+#: requests queues briefly, it does not turn into 503s.
+MAX_CONNECTIONS = 128
+POOL_WAIT = 2.0
+#: Per Cluster node: redis-py's cluster client cannot wait for a free connection,
+#: so its bound is set as high as one process's concurrent requests can go
+#: (GATEPASS_MAX_CONNECTIONS, 1000 by default).
+CLUSTER_MAX_CONNECTIONS = 1024
 #: A command on a pooled connection the server closed (a restart, a failover) is
 #: sent once more on a new one; a timeout is not retried (fail fast, closed).
 RECONNECT_RETRIES = 1
@@ -83,15 +90,17 @@ def connect(url: str) -> RedisClient:
     check_redis_url(url)
     parts = urlsplit(url)
     if parts.scheme in PLAIN_SCHEMES:
-        return Redis.from_url(
+        pool = BlockingConnectionPool.from_url(
             url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=POOL_WAIT,
             socket_timeout=SOCKET_TIMEOUT,
             socket_connect_timeout=CONNECT_TIMEOUT,
-            max_connections=MAX_CONNECTIONS,
             health_check_interval=0,
             decode_responses=False,
             retry=_retry(),
         )
+        return Redis.from_pool(pool)  # closing the client closes its pool
     userinfo = parts.netloc.rpartition("@")[0]
     username, _, password = userinfo.partition(":")
     return RedisCluster(
@@ -101,7 +110,7 @@ def connect(url: str) -> RedisClient:
         ssl=parts.scheme == "rediss+cluster",
         socket_timeout=SOCKET_TIMEOUT,
         socket_connect_timeout=CONNECT_TIMEOUT,
-        max_connections=MAX_CONNECTIONS,
+        max_connections=CLUSTER_MAX_CONNECTIONS,
         decode_responses=False,
         retry=_retry(),
     )
