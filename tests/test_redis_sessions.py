@@ -166,7 +166,7 @@ async def test_a_session_check_is_one_redis_round_trip(
     }
     calls.pop("config|resetstat", None)
     calls.pop("info", None)
-    assert calls == {"hgetall": 5}
+    assert calls == {"get": 5}
 
 
 async def test_a_session_ended_on_one_node_is_refused_on_another_at_once(

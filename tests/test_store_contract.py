@@ -296,3 +296,22 @@ async def test_a_taken_email_is_a_duplicate(store: Store, clock: FakeClock) -> N
 
 async def test_store_reports_itself_reachable(store: Store) -> None:
     await store.ping()
+
+
+async def test_a_hostile_user_agent_is_stored_and_survives_a_touch(
+    store: Store, clock: FakeClock
+) -> None:
+    user = await new_user(store, clock)
+    agent = 'Ünïcode "quoted" \\back\\slash / \t tab ]}, {"injected": 1} ' + "x" * 400
+    record = new_session(user, clock, user_agent=agent, ip="2001:db8::1")
+    await store.insert_session(record, credential_version=0, limit=ROOMY)
+    clock.advance(90)
+    await store.touch_session(record.id_hash, clock())
+    found = await store.get_session(record.id_hash)
+    assert found is not None
+    assert found[0].user_agent == agent
+    assert found[0].ip == "2001:db8::1"
+    assert found[0].handle == record.handle
+    (listed,) = await store.list_sessions(user.id)
+    assert listed.user_agent == agent
+    assert listed.last_seen_at == clock()

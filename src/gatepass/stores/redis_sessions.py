@@ -4,9 +4,12 @@ Keys, all of one user under one hash tag (the user's :func:`slot_tag`, which
 every session ID of the user starts with), so each operation is one Lua script
 on one slot, atomic on a Cluster too:
 
-* ``gatepass:{T}:s:<id_hash>``: a hash, the session. It expires by itself at
-  its idle or absolute timeout, whichever comes first (``PEXPIREAT``, moved on
-  each touch).
+* ``gatepass:{T}:s:<id_hash>``: the session, as one compact JSON array of
+  strings (handle, user, CSRF token, created, last seen, IP, user agent). A
+  string, not a hash: a user agent is longer than Redis keeps a small hash
+  compact for, and a hash would cost about twice the memory. It expires by
+  itself at its idle or absolute timeout, whichever comes first (moved on each
+  touch).
 * ``gatepass:{T}:u:<user_id>:idx``: a sorted set of the user's session hashes
   (score: created), so listing and ending a user's sessions cost O(that user's
   sessions), never a SCAN. It lives as long as a session can.
@@ -15,15 +18,15 @@ on one slot, atomic on a Cluster too:
   else, so a sign-in that read the user earlier (and is still checking the old
   password) stores nothing, as the SQL store's row lock ensures there.
 
-A session check is one round trip (``HGETALL``). Members of the index whose
+A session check is one round trip (``GET``). Members of the index whose
 session expired are dropped whenever the index is read. Redis keeps only the
 SHA-256 of a session ID, like the SQL store.
 """
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Sequence
 from typing import Any, cast
 
 from gatepass.stores.base import (
@@ -45,12 +48,12 @@ _LIVE = """
 local function live_members(index, prefix)
   local out = {}
   for _, member in ipairs(redis.call('ZRANGE', index, 0, -1)) do
-    local f = redis.call('HMGET', prefix .. member, 'ca', 'ls', 'h')
-    local created, seen = tonumber(f[1]), tonumber(f[2])
-    if created == nil or seen == nil then
+    local raw = redis.call('GET', prefix .. member)
+    if not raw then
       redis.call('ZREM', index, member)
     else
-      table.insert(out, {member, seen, created, f[3]})
+      local f = cjson.decode(raw)
+      table.insert(out, {member, tonumber(f[5]), tonumber(f[4]), f[1], raw})
     end
   end
   return out
@@ -58,7 +61,7 @@ end
 """
 
 #: KEYS: session, index, floor. ARGV: version, max sessions, now, session key
-#: prefix, index ttl ms, expire-at ms, then field/value pairs.
+#: prefix, index ttl ms, expire-at ms, the encoded session.
 INSERT = (
     _LIVE
     + """
@@ -78,10 +81,7 @@ for i = 1, math.max(0, excess) do
   redis.call('ZREM', KEYS[2], live[i][1])
   table.insert(ended, live[i][4])
 end
-local fields = {}
-for i = 7, #ARGV do table.insert(fields, ARGV[i]) end
-redis.call('HSET', KEYS[1], unpack(fields))
-redis.call('PEXPIREAT', KEYS[1], ARGV[6])
+redis.call('SET', KEYS[1], ARGV[7], 'PXAT', ARGV[6])
 redis.call('ZADD', KEYS[2], ARGV[3], string.sub(KEYS[1], #ARGV[4] + 1))
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
 return ended
@@ -90,20 +90,22 @@ return ended
 
 #: KEYS: session. ARGV: now, idle ms, absolute ms. Moves last seen and the expiry.
 TOUCH = """
-local created = redis.call('HGET', KEYS[1], 'ca')
-if not created then return 0 end
-redis.call('HSET', KEYS[1], 'ls', ARGV[1])
+local raw = redis.call('GET', KEYS[1])
+if not raw then return 0 end
+local f = cjson.decode(raw)
+f[5] = ARGV[1]
 local now_ms = tonumber(ARGV[1]) * 1000
-local at = math.min(tonumber(created) * 1000 + tonumber(ARGV[3]), now_ms + tonumber(ARGV[2]))
-redis.call('PEXPIREAT', KEYS[1], math.ceil(at))
+local at = math.min(tonumber(f[4]) * 1000 + tonumber(ARGV[3]), now_ms + tonumber(ARGV[2]))
+redis.call('SET', KEYS[1], cjson.encode(f), 'PXAT', math.ceil(at))
 return 1
 """
 
 #: KEYS: session. ARGV: index key prefix (``gatepass:{T}:u:``). Deletes the
 #: session and its index entry.
 DELETE = """
-local user = redis.call('HGET', KEYS[1], 'u')
-if not user then return 0 end
+local raw = redis.call('GET', KEYS[1])
+if not raw then return 0 end
+local user = cjson.decode(raw)[2]
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', ARGV[1] .. user .. ':idx', string.sub(KEYS[1], -64))
 return 1
@@ -124,14 +126,13 @@ return 0
 """
 )
 
-#: KEYS: index. ARGV: session key prefix. Every live session as {id_hash,
-#: flat HGETALL reply}.
+#: KEYS: index. ARGV: session key prefix. Every live session as {id_hash, encoded}.
 LIST = (
     _LIVE
     + """
 local out = {}
 for _, m in ipairs(live_members(KEYS[1], ARGV[1])) do
-  table.insert(out, {m[1], redis.call('HGETALL', ARGV[1] .. m[1])})
+  table.insert(out, {m[1], m[5]})
 end
 return out
 """
@@ -170,20 +171,42 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def _record(id_hash: str, flat: Sequence[Any]) -> SessionRecord | None:
-    fields = {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat) - 1, 2)}
-    if not fields.get("u"):
-        return None
-    return SessionRecord(
-        id_hash=id_hash,
-        handle=fields["h"],
-        user_id=fields["u"],
-        csrf_token=fields["c"],
-        created_at=float(fields["ca"]),
-        last_seen_at=float(fields["ls"]),
-        ip=fields.get("ip") or None,
-        user_agent=fields.get("ua") or None,
+def _encode(record: SessionRecord) -> str:
+    """The stored value. Times as ``repr`` strings: Lua's JSON numbers would round
+    them to 14 digits."""
+    return json.dumps(
+        [
+            record.handle,
+            record.user_id,
+            record.csrf_token,
+            repr(record.created_at),
+            repr(record.last_seen_at),
+            record.ip or "",
+            record.user_agent or "",
+        ],
+        separators=(",", ":"),
+        ensure_ascii=False,
     )
+
+
+def _record(id_hash: str, raw: Any) -> SessionRecord | None:
+    """The record in a stored value; ``None`` for anything else (never an error:
+    the value is only ever written by :func:`_encode`)."""
+    try:
+        fields = json.loads(_text(raw))
+        handle, user_id, csrf, created, seen, ip, user_agent = fields
+        return SessionRecord(
+            id_hash=id_hash,
+            handle=str(handle),
+            user_id=str(user_id),
+            csrf_token=str(csrf),
+            created_at=float(created),
+            last_seen_at=float(seen),
+            ip=str(ip) or None,
+            user_agent=str(user_agent) or None,
+        )
+    except (ValueError, TypeError):
+        return None
 
 
 class RedisSessionStore:
@@ -225,15 +248,6 @@ class RedisSessionStore:
         index, floor, prefix = self._index(record.user_id)
         now = record.last_seen_at
         expire_at = min(record.created_at + self._absolute, now + self._idle)
-        fields: list[str | float] = [
-            "h", record.handle,
-            "u", record.user_id,
-            "c", record.csrf_token,
-            "ca", repr(record.created_at),
-            "ls", repr(record.last_seen_at),
-            "ip", record.ip or "",
-            "ua", record.user_agent or "",
-        ]  # fmt: skip
         async with mapped():
             ended = await self._insert(
                 keys=[prefix + record.id_hash, index, floor],
@@ -244,7 +258,7 @@ class RedisSessionStore:
                     prefix,
                     math.ceil(self._absolute * _MS),
                     math.ceil(expire_at * _MS),
-                    *fields,
+                    _encode(record),
                 ],
             )
         if ended is None:
@@ -252,14 +266,10 @@ class RedisSessionStore:
         return Evicted(sessions=tuple(_text(h) for h in cast(list[Any], ended)))
 
     async def get_session_record(self, id_hash: str) -> SessionRecord | None:
-        """The stored session (one ``HGETALL``), or ``None``."""
+        """The stored session (one ``GET``), or ``None``."""
         async with mapped():
-            flat = await self._client.execute_command(
-                "HGETALL", _session_prefix(_tag_of_hash(id_hash)) + id_hash
-            )
-        if isinstance(flat, dict):  # RESP3 clients answer a map
-            flat = [item for pair in flat.items() for item in pair]
-        return _record(id_hash, flat) if flat else None
+            raw = await self._client.get(_session_prefix(_tag_of_hash(id_hash)) + id_hash)
+        return _record(id_hash, raw) if raw is not None else None
 
     async def touch_session(self, id_hash: str, now: float) -> None:
         async with mapped():
@@ -287,8 +297,8 @@ class RedisSessionStore:
         async with mapped():
             rows = await self._list(keys=[index], args=[prefix])
         found = []
-        for id_hash, flat in cast(list[Any], rows):
-            record = _record(_text(id_hash), flat)
+        for id_hash, raw in cast(list[Any], rows):
+            record = _record(_text(id_hash), raw)
             if record is not None:
                 found.append(record)
         return sorted(found, key=lambda r: r.created_at)
