@@ -16,7 +16,7 @@ from gatepass.errors import ConfigError
 from gatepass.metrics import Metrics
 from gatepass.passwords import PasswordHasher
 from gatepass.ratelimit import CredentialGuard, LoginThrottle
-from gatepass.refresh import RefreshTokens
+from gatepass.refresh import RefreshTokens, SuccessorSeal
 from gatepass.revocation import BearerAuthenticator, RevocationView
 from gatepass.sessions import CookieSigner, SessionManager, SessionPolicy
 from gatepass.stores.base import Store
@@ -101,6 +101,8 @@ class Gatepass:
             ttl=settings.refresh_token_ttl,
             metrics=self.metrics,
             clock=clock,
+            reuse_grace=settings.refresh_reuse_grace,
+            seal=SuccessorSeal(session_secrets),
         )
         bearer = BearerAuthenticator(self.access_tokens, self.revocations, store, clock)
         self.authenticator = Authenticator(self.sessions, bearer)
