@@ -37,6 +37,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.expression import ClauseElement
 
@@ -289,12 +290,25 @@ def async_database_url(url: str) -> URL:
     )
 
 
+#: Connections a process keeps open to PostgreSQL; a request beyond them waits
+#: for one (up to SQLAlchemy's 30 s pool timeout) rather than opening another.
+#: SQLAlchemy's default keeps 5 and opens up to 10 more, closing each of those
+#: when it is returned: under 32 concurrent refreshes most requests then paid for
+#: a new connection (TLS attempt, SCRAM login, statements prepared again), which
+#: was most of a rotation's cost there.
+PG_POOL_SIZE = 20
+PG_MAX_OVERFLOW = 0
+
+
 def _create_engine(url: URL, echo: bool) -> AsyncEngine:
     connect_args: dict[str, Any] = {}
-    if url.get_backend_name() == "postgresql" and "timeout" not in url.query:
-        connect_args["timeout"] = PG_CONNECT_TIMEOUT
+    pool: dict[str, Any] = {}
+    if url.get_backend_name() == "postgresql":
+        pool = {"pool_size": PG_POOL_SIZE, "max_overflow": PG_MAX_OVERFLOW}
+        if "timeout" not in url.query:
+            connect_args["timeout"] = PG_CONNECT_TIMEOUT
     try:
-        return create_async_engine(url, echo=echo, connect_args=connect_args)
+        return create_async_engine(url, echo=echo, connect_args=connect_args, **pool)
     except ImportError as exc:
         raise ConfigError(
             _DATABASE_URL_SETTING,
@@ -653,8 +667,18 @@ class SqlStore:
         rotation = _Rotation(old_hash, new_hash, now, sealed_successor, reuse_grace)
         if self._writer is not None:
             return await self._writer.transaction(rotation.run_sqlite)
+        if self._is_sqlite:  # in memory
+            async with self._tx() as conn:
+                return await rotation.run(conn)
+        # PostgreSQL: a valid rotation is one statement, one round trip.
+        with _driver_errors_mapped():
+            async with self.engine.connect() as conn:
+                autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                row = (await autocommit.execute(_PG_ROTATE, rotation.params)).first()
+        if row is not None:
+            return rotation.rotated(row)
         async with self._tx() as conn:
-            return await rotation.run(conn)
+            return await rotation.settle(conn)
 
     async def revoke_family(self, family_id: str, now: float, user_id: str | None = None) -> bool:
         if _NUL in family_id:
@@ -815,6 +839,36 @@ _CLAIM_LIVE = _CLAIM.where(
         )
     )
 ).returning(refresh_tokens.c.family_id)
+
+
+def _pg_rotate() -> Select[Any]:
+    """PostgreSQL's whole valid rotation as one statement (its own transaction):
+    claim the token (the row lock serialises racers, who re-check ``used_at`` on
+    the committed row), add the successor, touch the family and read its user.
+    No row: nothing was claimed and nothing written."""
+    claimed = _CLAIM_LIVE.cte("claimed")
+    added = insert(refresh_tokens).from_select(
+        ["token_hash", "family_id", "created_at"],
+        select(
+            bindparam("new", type_=String(64)),
+            claimed.c.family_id,
+            bindparam("now", type_=Float()),
+        ),
+    )
+    touched = (
+        update(families)
+        .where(families.c.id == claimed.c.family_id)
+        .values(last_used_at=bindparam("now"))
+        .returning(*_FAMILY_COLUMNS)
+        .cte("touched")
+    )
+    return (
+        select(*touched.c, *_USER_COLUMNS)
+        .select_from(touched.join(users, users.c.id == touched.c.user_id))
+        .add_cte(added.cte("added"))
+    )
+
+
 _ADD_SUCCESSOR = insert(refresh_tokens).values(
     token_hash=bindparam("new"), family_id=bindparam("family"), created_at=bindparam("now")
 )
@@ -831,6 +885,7 @@ _REVOKE_FAMILY = (
     .where(families.c.id == bindparam("family"), families.c.revoked.is_(False))
     .values(revoked=True)
 )
+_PG_ROTATE = _pg_rotate()
 _PUBLISH_FAMILY = insert(revocations).values(
     kind="family", subject=bindparam("family"), value=bindparam("now"), created_at=bindparam("now")
 )
@@ -927,15 +982,22 @@ class _Rotation:
             return self.retried(row)
         return RotationOutcome(RotationStatus.INVALID)
 
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"old": self.old_hash, "new": self.new_hash, "now": self.now, "sealed": self.sealed}
+
     async def run(self, conn: AsyncConnection) -> RotationOutcome:
         """Claim first: a valid rotation is three statements (claim, successor,
         family and user), and concurrent ones wait on the token's row lock."""
-        params = {"old": self.old_hash, "new": self.new_hash, "now": self.now}
-        claimed = (await conn.execute(_CLAIM_LIVE, {**params, "sealed": self.sealed})).first()
+        claimed = (await conn.execute(_CLAIM_LIVE, self.params)).first()
         if claimed is not None:
             family = {"family": claimed.family_id, "now": self.now}
             await conn.execute(_ADD_SUCCESSOR, {**family, "new": self.new_hash})
             return self.rotated((await conn.execute(_TOUCH_FAMILY_RETURNING, family)).one())
+        return await self.settle(conn)
+
+    async def settle(self, conn: AsyncConnection) -> RotationOutcome:
+        """After a claim that took nothing: invalid, a retry, or reuse."""
         # Unknown, dead or spent: this read sees a rotation that committed while
         # the claim waited for the row.
         row = (await conn.execute(_ROTATION_READ, {"old": self.old_hash})).first()
