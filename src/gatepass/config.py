@@ -98,6 +98,10 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
+#: A longer grace is a window for a stolen rotated token, not a retry.
+MAX_REFRESH_REUSE_GRACE = 300
+
+
 class Settings(BaseSettings):
     """Validated gatepass configuration. Construct with :func:`load_settings`."""
 
@@ -148,6 +152,11 @@ class Settings(BaseSettings):
     #: A node on PostgreSQL whose schema is behind migrates it at start (else it
     #: refuses to start, naming `gatepass db upgrade`); SQLite always migrates itself.
     db_auto_upgrade: bool = False
+    # --- refresh-token reuse grace ------------------------------------------------------
+    #: Seconds after a rotation during which a retry with the rotated token gets the
+    #: same new refresh token (and a fresh access token) instead of killing the
+    #: family, while that new token is unused; 0 = off: every reuse kills it.
+    refresh_reuse_grace: int = Field(default=0, ge=0, le=MAX_REFRESH_REUSE_GRACE)
     # ----------------------------------------------------------------------------------
     #: Where the embedded default keeps its state. Not an environment setting.
     data_dir: Path = Field(default_factory=lambda: Path.cwd() / DATA_DIR_NAME, exclude=True)

@@ -16,7 +16,7 @@ from gatepass.events import EventBus, LocalEventBus
 from gatepass.metrics import Metrics
 from gatepass.passwords import PasswordHasher
 from gatepass.ratelimit import CredentialGuard, LoginThrottle, throttle_counters
-from gatepass.refresh import RefreshTokens
+from gatepass.refresh import RefreshTokens, SuccessorSeal
 from gatepass.revocation import BearerAuthenticator, NodeCaches, RevocationView
 from gatepass.sessions import SESSION_CACHE_SECONDS, CookieSigner, SessionManager, SessionPolicy
 from gatepass.stores.base import CounterStore, Store
@@ -103,6 +103,8 @@ class Gatepass:
             ttl=settings.refresh_token_ttl,
             metrics=self.metrics,
             clock=clock,
+            reuse_grace=settings.refresh_reuse_grace,
+            seal=SuccessorSeal(session_secrets),
         )
         bearer = BearerAuthenticator(self.access_tokens, self.revocations, store, clock)
         self.bearer = bearer

@@ -134,6 +134,10 @@ class RotationStatus(enum.Enum):
     REUSED = "reused"
     #: Unknown token, or its family is revoked or expired.
     INVALID = "invalid"
+    #: The token was rotated less than the reuse grace ago and its successor is
+    #: still unused: a client's retry. Nothing was written; ``sealed_successor``
+    #: is what the rotation stored for it.
+    RETRIED = "retried"
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +145,8 @@ class RotationOutcome:
     status: RotationStatus
     family: FamilyRecord | None = None
     user: UserRecord | None = None
+    #: With ``RETRIED``: the opaque sealed successor stored by the rotation.
+    sealed_successor: str | None = None
 
 
 RevocationKind = Literal["jti", "family", "epoch"]
@@ -291,13 +297,22 @@ class FamilyStore(Protocol):
         ...
 
     async def rotate_refresh_token(
-        self, old_hash: str, new_hash: str, now: float
+        self,
+        old_hash: str,
+        new_hash: str,
+        now: float,
+        *,
+        sealed_successor: str | None = None,
+        reuse_grace: float = 0.0,
     ) -> RotationOutcome:
         """Atomically retire ``old_hash`` and make ``new_hash`` the family's live token.
 
-        Of many concurrent calls with one ``old_hash`` exactly one gets ``ROTATED``.
-        A token that was already rotated revokes its whole family (``REUSED``). A
-        hash that names no token costs no write.
+        Of many concurrent calls with one ``old_hash`` exactly one gets ``ROTATED``;
+        the retired token keeps ``sealed_successor`` (opaque to the store). A token
+        that was already rotated revokes its whole family (``REUSED``), except that
+        within ``reuse_grace`` seconds of its rotation, while its successor is
+        unused and the family alive, it is ``RETRIED`` (no write). A hash that
+        names no token costs no write.
         """
         ...
 

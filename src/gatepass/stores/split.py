@@ -263,9 +263,17 @@ class SplitStore:
         return Evicted(sessions=tuple(ended), families=created.families)
 
     async def rotate_refresh_token(
-        self, old_hash: str, new_hash: str, now: float
+        self,
+        old_hash: str,
+        new_hash: str,
+        now: float,
+        *,
+        sealed_successor: str | None = None,
+        reuse_grace: float = 0.0,
     ) -> RotationOutcome:
-        return await self.database.rotate_refresh_token(old_hash, new_hash, now)
+        return await self.database.rotate_refresh_token(
+            old_hash, new_hash, now, sealed_successor=sealed_successor, reuse_grace=reuse_grace
+        )
 
     async def revoke_family(self, family_id: str, now: float, user_id: str | None = None) -> bool:
         return await self.database.revoke_family(family_id, now, user_id)

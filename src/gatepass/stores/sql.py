@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import enum
 import os
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +33,13 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.expression import ClauseElement
 
 from gatepass.errors import ConfigError, DuplicateRecord, StoreUnavailable
 from gatepass.stores import migrations
@@ -51,6 +56,7 @@ from gatepass.stores.base import (
     SigningKeyRecord,
     UserRecord,
 )
+from gatepass.stores.sqlite_writer import SqliteWriter
 
 metadata = MetaData()
 
@@ -129,6 +135,11 @@ refresh_tokens = Table(
     Column("created_at", Float, nullable=False),
     #: Set when the token is rotated; presenting it again is reuse.
     Column("used_at", Float),
+    #: Set with ``used_at``: the hash of the token that replaced this one.
+    Column("replaced_by", String(64)),
+    #: Set with ``used_at`` while a reuse grace is on: the successor, sealed
+    #: (opaque here; see gatepass.refresh).
+    Column("sealed_successor", Text),
     Index("ix_gatepass_refresh_tokens_family", "family_id"),
 )
 
@@ -190,7 +201,7 @@ def _family(row: Any) -> FamilyRecord:
         expires_at=row.expires_at,
         ip=row.ip,
         user_agent=row.user_agent,
-        revoked=row.revoked,
+        revoked=bool(row.revoked),
     )
 
 
@@ -279,12 +290,25 @@ def async_database_url(url: str) -> URL:
     )
 
 
+#: Connections a process keeps open to PostgreSQL; a request beyond them waits
+#: for one (up to SQLAlchemy's 30 s pool timeout) rather than opening another.
+#: SQLAlchemy's default keeps 5 and opens up to 10 more, closing each of those
+#: when it is returned: under 32 concurrent refreshes most requests then paid for
+#: a new connection (TLS attempt, SCRAM login, statements prepared again), which
+#: was most of a rotation's cost there.
+PG_POOL_SIZE = 20
+PG_MAX_OVERFLOW = 0
+
+
 def _create_engine(url: URL, echo: bool) -> AsyncEngine:
     connect_args: dict[str, Any] = {}
-    if url.get_backend_name() == "postgresql" and "timeout" not in url.query:
-        connect_args["timeout"] = PG_CONNECT_TIMEOUT
+    pool: dict[str, Any] = {}
+    if url.get_backend_name() == "postgresql":
+        pool = {"pool_size": PG_POOL_SIZE, "max_overflow": PG_MAX_OVERFLOW}
+        if "timeout" not in url.query:
+            connect_args["timeout"] = PG_CONNECT_TIMEOUT
     try:
-        return create_async_engine(url, echo=echo, connect_args=connect_args)
+        return create_async_engine(url, echo=echo, connect_args=connect_args, **pool)
     except ImportError as exc:
         raise ConfigError(
             _DATABASE_URL_SETTING,
@@ -334,8 +358,13 @@ class SqlStore:
         if self._is_sqlite:
             _prepare_sqlite_file(self._url)
         self.engine: AsyncEngine = _create_engine(self._url, echo)
+        #: Refresh rotation on a SQLite file runs here (see its module); elsewhere
+        #: (PostgreSQL, an in-memory SQLite) through the engine.
+        self._writer: SqliteWriter | None = None
         if self._is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            if self._url.database and self._url.database != ":memory:":
+                self._writer = SqliteWriter(self._url.database, _configure_sqlite)
 
     def __repr__(self) -> str:
         return f"SqlStore({self._url.render_as_string(hide_password=True)!r})"
@@ -411,6 +440,8 @@ class SqlStore:
                     await conn.commit()
 
     async def close(self) -> None:
+        if self._writer is not None:
+            await self._writer.close()
         await self.engine.dispose()
 
     async def ping(self) -> None:
@@ -631,74 +662,29 @@ class SqlStore:
         return evicted
 
     async def rotate_refresh_token(
-        self, old_hash: str, new_hash: str, now: float
+        self,
+        old_hash: str,
+        new_hash: str,
+        now: float,
+        *,
+        sealed_successor: str | None = None,
+        reuse_grace: float = 0.0,
     ) -> RotationOutcome:
-        live_family = select(families.c.id).where(_live_family(now))
+        rotation = _Rotation(old_hash, new_hash, now, sealed_successor, reuse_grace)
+        if self._writer is not None:
+            return await self._writer.transaction(rotation.run_sqlite)
+        if self._is_sqlite:  # in memory
+            async with self._tx() as conn:
+                return await rotation.run(conn)
+        # PostgreSQL: a valid rotation is one statement, one round trip.
+        with _driver_errors_mapped():
+            async with self.engine.connect() as conn:
+                autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                row = (await autocommit.execute(_PG_ROTATE, rotation.params)).first()
+        if row is not None:
+            return rotation.rotated(row)
         async with self._tx() as conn:
-            # A read first: a string that names no token of a live family (guessing,
-            # junk, a flood) is refused without a write. (SQLite opens the write
-            # transaction only at the first write, so this read holds no snapshot
-            # that the write would have to upgrade.)
-            row = (
-                await conn.execute(
-                    select(
-                        families.c.id,
-                        families.c.revoked,
-                        families.c.expires_at,
-                        families.c.user_id,
-                        families.c.created_at,
-                        families.c.last_used_at,
-                        families.c.ip,
-                        families.c.user_agent,
-                        users.c.email,
-                        users.c.password_hash,
-                        users.c.roles,
-                        users.c.created_at.label("user_created_at"),
-                        users.c.tokens_valid_after,
-                        users.c.credential_version,
-                    )
-                    .join(families, families.c.id == refresh_tokens.c.family_id)
-                    .join(users, users.c.id == families.c.user_id)
-                    .where(refresh_tokens.c.token_hash == old_hash)
-                )
-            ).first()
-            if row is None or row.revoked or row.expires_at <= now:
-                return RotationOutcome(RotationStatus.INVALID)
-            family = replace(_family(row), last_used_at=now)
-            # The conditional update decides: it takes the write lock, so
-            # concurrent rotations of one token serialise here and only one
-            # finds ``used_at`` still empty. Whatever committed between the read
-            # and here (a revocation, a password change) leaves the family dead,
-            # and then this update changes nothing.
-            claimed = await conn.execute(
-                update(refresh_tokens)
-                .where(
-                    refresh_tokens.c.token_hash == old_hash,
-                    refresh_tokens.c.used_at.is_(None),
-                    refresh_tokens.c.family_id.in_(live_family),
-                )
-                .values(used_at=now)
-            )
-            if claimed.rowcount != 1:
-                # Spent already (reuse), unless the family died meanwhile.
-                revoked = await conn.execute(
-                    update(families)
-                    .where(families.c.id == family.id, families.c.revoked.is_(False))
-                    .values(revoked=True)
-                )
-                if revoked.rowcount != 1:
-                    return RotationOutcome(RotationStatus.INVALID)
-                await _publish(conn, "family", [family.id], now, now)
-                return RotationOutcome(RotationStatus.REUSED, family=replace(family, revoked=True))
-            await conn.execute(
-                insert(refresh_tokens).values(
-                    token_hash=new_hash, family_id=family.id, created_at=now
-                )
-            )
-            await conn.execute(
-                update(families).where(families.c.id == family.id).values(last_used_at=now)
-            )
-        return RotationOutcome(RotationStatus.ROTATED, family=family, user=_user(row, joined=True))
+            return await rotation.settle(conn)
 
     async def revoke_family(self, family_id: str, now: float, user_id: str | None = None) -> bool:
         if _NUL in family_id:
@@ -793,6 +779,246 @@ class SqlStore:
         async with self._tx() as conn:
             value = (await conn.execute(_SECRET_BY_NAME, {"name": name})).scalar_one()
         return str(value)
+
+
+class _Verdict(enum.Enum):
+    INVALID = "invalid"
+    ROTATE = "rotate"
+    RETRY = "retry"
+    REUSE = "reuse"
+
+
+_USER_COLUMNS = (
+    users.c.email,
+    users.c.password_hash,
+    users.c.roles,
+    users.c.created_at.label("user_created_at"),
+    users.c.tokens_valid_after,
+    users.c.credential_version,
+)
+_FAMILY_COLUMNS = (
+    families.c.id,
+    families.c.revoked,
+    families.c.expires_at,
+    families.c.user_id,
+    families.c.created_at,
+    families.c.last_used_at,
+    families.c.ip,
+    families.c.user_agent,
+)
+_successor = refresh_tokens.alias("successor")
+
+#: All a rotation decides on, in one read: the presented token, its family and
+#: user, and whether its successor (when it was rotated) has been used since.
+_ROTATION_READ = (
+    select(
+        refresh_tokens.c.used_at,
+        refresh_tokens.c.sealed_successor,
+        _successor.c.token_hash.label("successor_hash"),
+        _successor.c.used_at.label("successor_used_at"),
+        *_FAMILY_COLUMNS,
+        *_USER_COLUMNS,
+    )
+    .select_from(
+        refresh_tokens.join(families, families.c.id == refresh_tokens.c.family_id)
+        .join(users, users.c.id == families.c.user_id)
+        .outerjoin(_successor, _successor.c.token_hash == refresh_tokens.c.replaced_by)
+    )
+    .where(refresh_tokens.c.token_hash == bindparam("old"))
+)
+_CLAIM = (
+    update(refresh_tokens)
+    .where(refresh_tokens.c.token_hash == bindparam("old"), refresh_tokens.c.used_at.is_(None))
+    .values(
+        used_at=bindparam("now"),
+        replaced_by=bindparam("new"),
+        sealed_successor=bindparam("sealed"),
+    )
+)
+#: The claim as the first statement where no lock is held yet (PostgreSQL): the
+#: row lock serialises concurrent rotations of one token, and a waiter re-checks
+#: ``used_at`` on the committed row, so exactly one claims it.
+_CLAIM_LIVE = _CLAIM.where(
+    refresh_tokens.c.family_id.in_(
+        select(families.c.id).where(
+            families.c.revoked.is_(False), families.c.expires_at > bindparam("now")
+        )
+    )
+).returning(refresh_tokens.c.family_id)
+
+
+def _pg_rotate() -> Select[Any]:
+    """PostgreSQL's whole valid rotation as one statement (its own transaction):
+    claim the token (the row lock serialises racers, who re-check ``used_at`` on
+    the committed row), add the successor, touch the family and read its user.
+    No row: nothing was claimed and nothing written."""
+    claimed = _CLAIM_LIVE.cte("claimed")
+    added = insert(refresh_tokens).from_select(
+        ["token_hash", "family_id", "created_at"],
+        select(
+            bindparam("new", type_=String(64)),
+            claimed.c.family_id,
+            bindparam("now", type_=Float()),
+        ),
+    )
+    touched = (
+        update(families)
+        .where(families.c.id == claimed.c.family_id)
+        .values(last_used_at=bindparam("now"))
+        .returning(*_FAMILY_COLUMNS)
+        .cte("touched")
+    )
+    return (
+        select(*touched.c, *_USER_COLUMNS)
+        .select_from(touched.join(users, users.c.id == touched.c.user_id))
+        .add_cte(added.cte("added"))
+    )
+
+
+_ADD_SUCCESSOR = insert(refresh_tokens).values(
+    token_hash=bindparam("new"), family_id=bindparam("family"), created_at=bindparam("now")
+)
+_TOUCH_FAMILY = (
+    update(families)
+    .where(families.c.id == bindparam("family"))
+    .values(last_used_at=bindparam("now"))
+)
+_TOUCH_FAMILY_RETURNING = _TOUCH_FAMILY.where(users.c.id == families.c.user_id).returning(
+    *_FAMILY_COLUMNS, *_USER_COLUMNS
+)
+_REVOKE_FAMILY = (
+    update(families)
+    .where(families.c.id == bindparam("family"), families.c.revoked.is_(False))
+    .values(revoked=True)
+)
+_PG_ROTATE = _pg_rotate()
+_PUBLISH_FAMILY = insert(revocations).values(
+    kind="family", subject=bindparam("family"), value=bindparam("now"), created_at=bindparam("now")
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _SqliteStatement:
+    """A Core statement compiled once to SQLite's SQL with named parameters."""
+
+    sql: str
+    defaults: dict[str, Any]
+
+    @classmethod
+    def of(cls, statement: ClauseElement) -> _SqliteStatement:
+        compiled = statement.compile(dialect=sqlite_dialect.dialect(paramstyle="named"))
+        return cls(str(compiled), {k: v for k, v in compiled.params.items() if v is not None})
+
+    def run(self, connection: sqlite3.Connection, **values: Any) -> sqlite3.Cursor:
+        return connection.execute(self.sql, {**self.defaults, **values})
+
+
+_SQLITE_ROTATION_READ = _SqliteStatement.of(_ROTATION_READ)
+_SQLITE_CLAIM = _SqliteStatement.of(_CLAIM)
+_SQLITE_ADD_SUCCESSOR = _SqliteStatement.of(_ADD_SUCCESSOR)
+_SQLITE_TOUCH_FAMILY = _SqliteStatement.of(_TOUCH_FAMILY)
+_SQLITE_REVOKE_FAMILY = _SqliteStatement.of(_REVOKE_FAMILY)
+_SQLITE_PUBLISH_FAMILY = _SqliteStatement.of(_PUBLISH_FAMILY)
+
+
+@dataclass(frozen=True, slots=True)
+class _Rotation:
+    """One rotation: its inputs, the rule it follows, and its transaction on
+    either backend (a handful of statements, none of them a wait).
+
+    The rule (:meth:`judge`): a token of a dead or unknown family is invalid; an
+    unused one is rotated; a used one is a retry while it was rotated less than
+    the grace ago and its successor is unused, else reuse (the family dies).
+    """
+
+    old_hash: str
+    new_hash: str
+    now: float
+    sealed: str | None
+    grace: float
+
+    def judge(self, row: Any) -> _Verdict:
+        if row is None or row.revoked or row.expires_at <= self.now:
+            return _Verdict.INVALID
+        if row.used_at is None:
+            return _Verdict.ROTATE
+        if (
+            self.grace > 0
+            and self.now < row.used_at + self.grace
+            and row.sealed_successor is not None
+            and row.successor_hash is not None
+            and row.successor_used_at is None
+        ):
+            return _Verdict.RETRY
+        return _Verdict.REUSE
+
+    def rotated(self, row: Any) -> RotationOutcome:
+        family = replace(_family(row), last_used_at=self.now)
+        return RotationOutcome(RotationStatus.ROTATED, family=family, user=_user(row, joined=True))
+
+    def retried(self, row: Any) -> RotationOutcome:
+        return RotationOutcome(
+            RotationStatus.RETRIED,
+            family=_family(row),
+            user=_user(row, joined=True),
+            sealed_successor=row.sealed_successor,
+        )
+
+    def reused(self, row: Any) -> RotationOutcome:
+        family = replace(_family(row), revoked=True)
+        return RotationOutcome(RotationStatus.REUSED, family=family)
+
+    def run_sqlite(self, connection: sqlite3.Connection) -> RotationOutcome:
+        """In ``BEGIN IMMEDIATE`` (:class:`SqliteWriter`): the write lock is held
+        from the start, so the read is the truth until the commit."""
+        row = _SQLITE_ROTATION_READ.run(connection, old=self.old_hash).fetchone()
+        verdict = self.judge(row)
+        if verdict is _Verdict.ROTATE:
+            _SQLITE_CLAIM.run(
+                connection, old=self.old_hash, new=self.new_hash, now=self.now, sealed=self.sealed
+            )
+            _SQLITE_ADD_SUCCESSOR.run(connection, new=self.new_hash, family=row.id, now=self.now)
+            _SQLITE_TOUCH_FAMILY.run(connection, family=row.id, now=self.now)
+            return self.rotated(row)
+        if verdict is _Verdict.REUSE:
+            _SQLITE_REVOKE_FAMILY.run(connection, family=row.id)
+            _SQLITE_PUBLISH_FAMILY.run(connection, family=row.id, now=self.now)
+            return self.reused(row)
+        if verdict is _Verdict.RETRY:
+            return self.retried(row)
+        return RotationOutcome(RotationStatus.INVALID)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"old": self.old_hash, "new": self.new_hash, "now": self.now, "sealed": self.sealed}
+
+    async def run(self, conn: AsyncConnection) -> RotationOutcome:
+        """Claim first: a valid rotation is three statements (claim, successor,
+        family and user), and concurrent ones wait on the token's row lock."""
+        claimed = (await conn.execute(_CLAIM_LIVE, self.params)).first()
+        if claimed is not None:
+            family = {"family": claimed.family_id, "now": self.now}
+            await conn.execute(_ADD_SUCCESSOR, {**family, "new": self.new_hash})
+            return self.rotated((await conn.execute(_TOUCH_FAMILY_RETURNING, family)).one())
+        return await self.settle(conn)
+
+    async def settle(self, conn: AsyncConnection) -> RotationOutcome:
+        """After a claim that took nothing: invalid, a retry, or reuse."""
+        # Unknown, dead or spent: this read sees a rotation that committed while
+        # the claim waited for the row.
+        row = (await conn.execute(_ROTATION_READ, {"old": self.old_hash})).first()
+        verdict = self.judge(row)
+        if row is not None and verdict is _Verdict.REUSE:
+            revoked = await conn.execute(_REVOKE_FAMILY, {"family": row.id})
+            if revoked.rowcount != 1:
+                return RotationOutcome(RotationStatus.INVALID)  # revoked meanwhile
+            await _publish(conn, "family", [row.id], self.now, self.now)
+            return self.reused(row)
+        if row is not None and verdict is _Verdict.RETRY:
+            return self.retried(row)
+        # INVALID, or ROTATE: an unused token the claim did not take belongs to a
+        # family that was not live.
+        return RotationOutcome(RotationStatus.INVALID)
 
 
 async def _publish(
@@ -897,6 +1123,13 @@ async def _revoke_user_families(conn: AsyncConnection, user_id: str, now: float)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    _configure_sqlite(dbapi_connection)
+
+
+def _configure_sqlite(dbapi_connection: Any) -> None:
+    """What every connection to a SQLite file gets: WAL, foreign keys, a busy
+    timeout for another process's write lock, and commits without fsync (WAL
+    still fsyncs at checkpoints)."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
