@@ -38,7 +38,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 # The PostgreSQL the tests start (tests/servers.py), reused here as it is.
 sys.path.insert(0, str(ROOT))
-from tests.servers import PostgresServer, postgres_bin_dir  # noqa: E402
+from tests.servers import PostgresServer, RedisServer, postgres_bin_dir, start_redis  # noqa: E402
 from tests.servers import _start as start_postgres_server  # noqa: E402
 
 BENCH = ROOT / "bench"
@@ -297,14 +297,19 @@ def start_postgres() -> PostgresServer:
     # A folder of its own: as root the server runs as `postgres`, which must own it.
     root = Path(tempfile.mkdtemp(prefix="gatepass-bench-pg-"))
     server = start_postgres_server(root, bin_dir)
-    pids = [server.process.pid]
-    children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
+    pin(server.process.pid, CLIENT_CPU)
+    return server
+
+
+def pin(pid: int, cpu: str) -> None:
+    """Pin ``pid`` and its children to ``cpu`` (the load CPU, away from the servers)."""
+    pids = [pid]
+    children = Path(f"/proc/{pid}/task/{pid}/children")
     if children.exists():
         pids += [int(p) for p in children.read_text().split()]
-    for pid in pids:
+    for each in pids:
         with contextlib.suppress(OSError):  # a process that went meanwhile
-            os.sched_setaffinity(pid, {int(CLIENT_CPU)})
-    return server
+            os.sched_setaffinity(each, {int(cpu)})
 
 
 def check_refresh(server: Server) -> None:
@@ -422,6 +427,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="gatepass-bench-"))
     servers: list[Server] = []
     postgres: PostgresServer | None = None
+    redis: RedisServer | None = None
 
     def add(server: Server) -> Server:
         servers.append(server)
@@ -557,6 +563,41 @@ def main() -> int:
                 db_auto_upgrade="1",
             )
         )
+        # Scaled out: PostgreSQL for the records, Redis for sessions, counters and
+        # the revocation push (AOF everysec, as docs/scaling.md recommends).
+        redis = start_redis(workdir / "redis", appendfsync="everysec")
+        pin(redis.process.pid, CLIENT_CPU)
+        pg.admin("CREATE DATABASE bench_redis")
+        gp_pr = add(
+            gatepass_server(
+                "gatepass-HS256-postgres-redis",
+                workdir,
+                "HS256",
+                database_url=pg.url("bench_redis"),
+                redis_url=redis.url,
+                db_auto_upgrade="1",
+            )
+        )
+        tok = gatepass_login(gp_pr, "mobile", "bench@example.com")["access_token"]
+        rows.append(
+            Row(
+                "gatepass GET /auth/me, Bearer HS256 (PostgreSQL + Redis)",
+                gp_pr,
+                "/auth/me",
+                {"Authorization": f"Bearer {tok}"},
+                {"Authorization": f"Bearer {forge(tok)}"},
+            )
+        )
+        cookie = gatepass_login(gp_pr, "web", "web@example.com")["cookie"]
+        rows.append(
+            Row(
+                "gatepass GET /auth/me, session cookie (PostgreSQL + Redis)",
+                gp_pr,
+                "/auth/me",
+                {"Cookie": f"gatepass_session={cookie}"},
+                {"Cookie": f"gatepass_session={cookie[:-2]}AA"},
+            )
+        )
         refresh_rows = [
             Row(
                 f"gatepass POST /auth/refresh, {REFRESH_CLIENTS} clients ({where})",
@@ -566,7 +607,11 @@ def main() -> int:
                 {},
                 method="POST",
             )
-            for where, server in (("SQLite", gp["HS256"]), ("PostgreSQL", gp_pg))
+            for where, server in (
+                ("SQLite", gp["HS256"]),
+                ("PostgreSQL", gp_pg),
+                ("PostgreSQL + Redis", gp_pr),
+            )
         ]
         burst_token = gatepass_login(gp["EdDSA"], "mobile", "burst-reader@example.com")[
             "access_token"
@@ -623,6 +668,8 @@ def main() -> int:
         if postgres is not None:
             postgres.stop()
             shutil.rmtree(postgres.socket_dir, ignore_errors=True)
+        if redis is not None:
+            redis.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -139,6 +139,19 @@ def round_trips(node: RunningServer, redis: RedisServer, samples: int) -> dict[s
         for own in ("config|resetstat", "info", "ping", "publish"):
             counts.pop(own, None)
         out[name] = sum(counts.values()) / samples
+    logins = max(10, samples // 20)
+    with httpx.Client(base_url=node.url, timeout=30) as http:
+        http.post("/auth/register", json={"email": "rt-login@example.com", "password": PASSWORD})
+        redis.command("CONFIG", "RESETSTAT")
+        for _ in range(logins):
+            http.post(
+                "/auth/login", json={"email": "rt-login@example.com", "password": PASSWORD}
+            ).raise_for_status()
+            http.cookies.clear()
+    counts = command_counts(redis)
+    for own in ("config|resetstat", "info", "ping", "publish"):
+        counts.pop(own, None)
+    out["password login (web)"] = sum(counts.values()) / logins
     return out
 
 
@@ -186,6 +199,7 @@ def main() -> int:
             "GATEPASS_DATABASE_URL": pg.url("bench"),
             "GATEPASS_REDIS_URL": redis.url,
             "GATEPASS_ISSUER": "http://gatepass.bench",
+            "GATEPASS_LOGIN_IP_LIMIT": "1000000",  # every login comes from loopback
         }
         with running_server(root / "a", env) as a, running_server(root / "b", env) as b:
             for name, trips in round_trips(a, redis, args.samples).items():

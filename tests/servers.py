@@ -301,6 +301,8 @@ class RedisServer:
     port: int
     root: Path
     cluster: bool = False
+    #: ``always`` for the tests; the bench uses production's ``everysec``.
+    appendfsync: str = "always"
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -326,7 +328,7 @@ class RedisServer:
             "--appendonly",
             "yes",
             "--appendfsync",
-            "always",
+            self.appendfsync,
             "--protected-mode",
             "no",
         ]
@@ -407,11 +409,14 @@ def free_cluster_port() -> int:
     raise RuntimeError("no free port pair for a Redis Cluster node")
 
 
-def start_redis(root: Path, *, cluster: bool = False) -> RedisServer:
+def start_redis(
+    root: Path, *, cluster: bool = False, appendfsync: str = "always"
+) -> RedisServer:
     """A new ``redis-server`` in ``root`` on a free port (the caller stops it)."""
     _redis_binaries()
     root.mkdir(parents=True, exist_ok=True)
-    server = RedisServer(free_cluster_port() if cluster else free_port(), root, cluster=cluster)
+    port = free_cluster_port() if cluster else free_port()
+    server = RedisServer(port, root, cluster=cluster, appendfsync=appendfsync)
     server.start()
     return server
 
