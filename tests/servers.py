@@ -409,9 +409,7 @@ def free_cluster_port() -> int:
     raise RuntimeError("no free port pair for a Redis Cluster node")
 
 
-def start_redis(
-    root: Path, *, cluster: bool = False, appendfsync: str = "always"
-) -> RedisServer:
+def start_redis(root: Path, *, cluster: bool = False, appendfsync: str = "always") -> RedisServer:
     """A new ``redis-server`` in ``root`` on a free port (the caller stops it)."""
     _redis_binaries()
     root.mkdir(parents=True, exist_ok=True)

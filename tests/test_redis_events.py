@@ -405,3 +405,59 @@ async def test_forged_message_on_the_channel_is_ignored(
         await asyncio.sleep(0.01)
     assert await verdict(b, header) == "accepted"
     assert "not json" not in caplog.text
+
+
+@pytest.mark.anyio
+async def test_a_message_nested_past_the_parsers_depth_does_not_take_the_bus_down(
+    open_node: OpenNode, sqlite_url: str, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    b = await open_node(sqlite_url, redis_url)
+    _, header = await token_user(b)
+    client = connect(redis_url)
+    try:
+        await client.publish("gatepass:events", b"[" * 200_000)
+        await client.publish("gatepass:events", b" " * (2 << 20))
+    finally:
+        await client.aclose()
+    deadline = time.monotonic() + PUSH_BOUND
+    while len([r for r in caplog.records if "malformed" in r.getMessage()]) < 2:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    b.bus.check_live()
+    assert await verdict(b, header) == "accepted"
+
+
+@pytest.mark.anyio
+async def test_a_forged_announcement_does_not_silence_the_real_revocation_with_its_id(
+    open_node: OpenNode, sqlite_url: str, redis_url: str, clock: FakeClock
+) -> None:
+    """Feed IDs come in order, so a forger can guess the next one. Node A must still
+    announce its real revocation under that ID, and a future-dated forgery must not
+    linger in any node's memory."""
+    a = await open_node(sqlite_url, redis_url)
+    b = await open_node(sqlite_url, redis_url)
+    identity, header = await token_user(a)
+    assert await verdict(b, header) == "accepted"
+    next_id = a.revocations.floor + a.revocations.pending_ids + 1
+    forged = (
+        '{"v":1,"node":"forger","type":"revoked","events":'
+        # A Bearer logout writes two rows (its jti, its family): forge both IDs.
+        f'[[{next_id},"jti","not-a-real-jti",0,{clock()}],'
+        f'[{next_id + 1},"jti","not-a-real-jti-either",0,{clock()}],'
+        f'[{next_id + 2},"jti","from-the-future",0,{clock() + 86_400}]]}}'
+    )
+    client = connect(redis_url)
+    try:
+        await client.publish("gatepass:events", forged.encode())
+    finally:
+        await client.aclose()
+    deadline = time.monotonic() + PUSH_BOUND
+    while not a.revocations.jti_revoked("not-a-real-jti"):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    assert not a.revocations.jti_revoked("from-the-future")
+    await a.accounts.logout(identity)  # the real revocation takes ID next_id
+    deadline = time.monotonic() + PUSH_BOUND
+    while await verdict(b, header) == "accepted":
+        assert time.monotonic() < deadline, "B never heard of the real revocation"
+        await asyncio.sleep(0.01)

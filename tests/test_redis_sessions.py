@@ -9,9 +9,11 @@ import asyncio
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+from starlette.testclient import TestClient
 
 from gatepass.authenticator import Identity
 from gatepass.config import Settings
@@ -23,7 +25,7 @@ from gatepass.stores.base import SLOT_TAG_LENGTH
 from gatepass.stores.redis_connection import MAX_CONNECTIONS
 from gatepass.stores.split import SplitStore
 from tests.conftest import FAST_HASHER_PARAMS, PASSWORD, FakeClock
-from tests.servers import RedisServer
+from tests.servers import RedisServer, start_redis_cluster
 
 IP = "203.0.113.9"
 RESUME_DEADLINE = 10.0
@@ -230,3 +232,32 @@ async def test_a_burst_beyond_the_connection_pool_waits_instead_of_failing(
     burst = 3 * MAX_CONNECTIONS
     loaded = await asyncio.gather(*(gp.sessions.load(issued.cookie_value) for _ in range(burst)))
     assert all(active is not None for active in loaded)
+
+
+def test_a_whole_redis_cluster_down_is_503_never_500(
+    make_client: Callable[..., TestClient], tmp_path: Path
+) -> None:
+    """redis-py's cluster errors do not derive from RedisError: they are mapped too."""
+    cluster = start_redis_cluster(tmp_path / "cluster")
+    try:
+        client = make_client(
+            database_url=f"sqlite+aiosqlite:///{tmp_path / 'gatepass.db'}",
+            redis_url=cluster.url,
+        )
+        body = {"email": "ada@example.com", "password": PASSWORD}
+        assert client.post("/auth/register", json=body).status_code == 201
+        login = client.post("/auth/login", json=body)
+        assert login.status_code == 200
+        assert client.get("/auth/me").status_code == 200  # the jar's session cookie
+        for node in cluster.nodes:
+            node.kill()
+        for response in (
+            client.post("/auth/login", json=body),
+            client.get("/auth/me"),
+            client.get("/healthz"),
+        ):
+            assert response.status_code == 503, response.text
+            assert response.headers["content-type"].startswith("application/problem+json")
+    finally:
+        for node in cluster.nodes:
+            node.kill()

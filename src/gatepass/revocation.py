@@ -91,6 +91,9 @@ REVOCATION_POLL_SECONDS = 1.0
 #: revoking transaction that commits later than this after a higher-numbered one
 #: was read would be missed (see the module docstring).
 REVOCATION_GAP_SECONDS = 60.0
+#: A pushed entry dated further ahead than this is refused (clocks of nodes differ
+#: by less; a forged one would otherwise never be pruned).
+PUSH_CLOCK_SKEW_SECONDS = 60.0
 #: How often expired feed entries are dropped from memory and from the store.
 PRUNE_SECONDS = 60.0
 #: Users (email, roles) are cached this long for Bearer requests.
@@ -148,10 +151,11 @@ class RevocationView:
         self._pruned_at = float("-inf")
         self._reads: SingleFlight[None, None] = SingleFlight()
         #: Entries read from the feed here and not announced on the bus yet, and
-        #: IDs received from the bus (no need to announce those again), each with
-        #: when; both kept for :data:`ANNOUNCE_WINDOW_SECONDS`.
+        #: entries received from the bus (no need to announce those again, once the
+        #: feed shows the very same entry: a forged message must not silence a real
+        #: one), each with when; both kept for :data:`ANNOUNCE_WINDOW_SECONDS`.
         self._unannounced: dict[int, tuple[RevocationEvent, float]] = {}
-        self._pushed: dict[int, float] = {}
+        self._pushed: dict[int, tuple[RevocationEvent, float]] = {}
 
     async def sync(self) -> None:
         """Read feed entries this process has not applied yet (one query)."""
@@ -162,7 +166,8 @@ class RevocationView:
                 self._seen[event.id] = now
                 self._applied += 1
                 self._apply(event)
-                if event.id not in self._pushed:
+                pushed = self._pushed.get(event.id)
+                if pushed is None or pushed[0] != event:
                     self._unannounced[event.id] = (event, now)
         self._raise_floor(now)
         self._forget_announcements(now)
@@ -211,15 +216,19 @@ class RevocationView:
         by the next poll, and applied idempotently)."""
         now = self._clock()
         for event in events:
+            if event.created_at > now + PUSH_CLOCK_SKEW_SECONDS:
+                # Never pruned if believed: a real entry is not from the future.
+                logger.warning("ignored a pushed revocation dated in the future")
+                continue
             if event.id > self._floor and event.id not in self._seen:
                 self._apply(event)
-            self._pushed[event.id] = now
+            self._pushed[event.id] = (event, now)
 
     def _forget_announcements(self, now: float) -> None:
         horizon = now - ANNOUNCE_WINDOW_SECONDS
         for event_id in [i for i, (_, at) in self._unannounced.items() if at < horizon]:
             del self._unannounced[event_id]
-        for event_id in [i for i, at in self._pushed.items() if at < horizon]:
+        for event_id in [i for i, (_, at) in self._pushed.items() if at < horizon]:
             del self._pushed[event_id]
 
     def _raise_floor(self, now: float) -> None:

@@ -41,7 +41,10 @@ POOL_WAIT = 2.0
 #: (GATEPASS_MAX_CONNECTIONS, 1000 by default).
 CLUSTER_MAX_CONNECTIONS = 1024
 #: A command on a pooled connection the server closed (a restart, a failover) is
-#: sent once more on a new one; a timeout is not retried (fail fast, closed).
+#: sent once more on a new one. A standalone client does not retry a timeout (fail
+#: fast, closed); the Cluster client retries once on any node error, timeouts
+#: included, to follow a failover to the new primary (so a stalled node costs up
+#: to two socket timeouts, and a counter script may count twice: never less).
 RECONNECT_RETRIES = 1
 RECONNECT_BACKOFF = 0.01
 
@@ -122,7 +125,9 @@ def redis_errors_mapped() -> Iterator[None]:
     never the command or its arguments (they hold session hashes)."""
     try:
         yield
-    except redis_errors.RedisError as exc:
+    except (redis_errors.RedisError, redis_errors.RedisClusterException) as exc:
+        # RedisClusterException (no node reachable, a slot not covered during a
+        # failover) does not derive from RedisError.
         raise StoreUnavailable(f"redis error: {type(exc).__name__}: {_words(exc)}") from exc
     except OSError as exc:
         raise StoreUnavailable(f"redis unreachable: {type(exc).__name__}: {exc}") from exc

@@ -61,6 +61,9 @@ DEFAULT_CHANNEL = "gatepass:events"
 DEFAULT_PREFIX = "gatepass"
 #: How often the subscriber pings Redis through its own connection.
 HEARTBEAT_SECONDS = 0.25
+#: A message longer than this is not one of ours (a logout-all of a user with the
+#: most families allowed is a few tens of KB).
+MAX_MESSAGE_BYTES = 1 << 20
 #: The bus is live only while Redis answered the subscriber this recently.
 LIVENESS_SECONDS = 0.9
 #: A subscription unanswered this long is torn down and made again.
@@ -191,14 +194,20 @@ class RedisEventBus:
     ) -> None:
         if not events:
             return
+        # Announced first and on its own: the push is what other nodes act on at
+        # once; the fast-path keys only serve readers without the database.
         try:
             with redis_errors_mapped():
-                await self._write_fast_path(events, retention, now)
                 await self._client.publish(self._channel, self._encode_revoked(events))
         except StoreUnavailable as exc:
             logger.warning(
                 "revocations not announced (other nodes read them from the feed): %s", exc
             )
+        try:
+            with redis_errors_mapped():
+                await self._write_fast_path(events, retention, now)
+        except StoreUnavailable as exc:
+            logger.warning("revocation fast-path keys not written: %s", exc)
 
     async def _write_fast_path(
         self, events: Sequence[RevocationEvent], retention: float, now: float
@@ -358,9 +367,12 @@ class RedisEventBus:
         if self._listener is None:
             return
         try:
+            if isinstance(data, bytes | str) and len(data) > MAX_MESSAGE_BYTES:
+                raise ValueError("message too large")
             parsed = _decode(data, self._node)
-        except (ValueError, TypeError, KeyError):
-            # A message on our channel that is not ours: say so, never echo it.
+        except Exception:  # anyone who can publish on the channel can send anything
+            # A message on our channel that is not ours (malformed, huge, nested
+            # past the parser's depth): say so, never echo it, keep listening.
             logger.warning("ignored a malformed message on the redis event channel")
             return
         if parsed is not None:
