@@ -74,8 +74,15 @@ async def bench_alg(alg: str, n: int, folder: Path) -> dict[str, float]:
     await store.start()
     ring = KeyRing(store, alg, retention=3600, clock=time.time)
     await ring.start()
-    tokens = AccessTokens(ring, issuer=ISSUER, audience=AUDIENCE, ttl=3600, leeway=10,
-                          clock=time.time, cache_size=n * 6)
+    tokens = AccessTokens(
+        ring,
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        ttl=3600,
+        leeway=10,
+        clock=time.time,
+        cache_size=n * 6,
+    )
     key = ring.signing_key()
     fresh = [tokens.issue(f"user-{i}", "family", ["user"]).token for i in range(n * 5)]
     it = iter(fresh)
@@ -104,8 +111,11 @@ async def bench_alg(alg: str, n: int, folder: Path) -> dict[str, float]:
     cached = await cached_loop()
     sample = fresh[0]
     pyjwt = per_call_us(
-        lambda: jwt.decode(sample, key.verifying_key, algorithms=[alg], audience=AUDIENCE,
-                           issuer=ISSUER), n)
+        lambda: jwt.decode(
+            sample, key.verifying_key, algorithms=[alg], audience=AUDIENCE, issuer=ISSUER
+        ),
+        n,
+    )
     floor = per_call_us(floor_check(alg, key.verifying_key, sample), n)
     jkey = joserfc_key(alg, key.verifying_key)
     joserfc = per_call_us(lambda: joserfc_jwt.decode(sample, jkey, algorithms=[alg]), n)
@@ -126,13 +136,17 @@ async def main() -> None:
     n = 300 if args.quick else 2000
     with tempfile.TemporaryDirectory() as tmp:
         results = {alg: await bench_alg(alg, n, Path(tmp)) for alg in ALGORITHMS}
-    print(f"{'algorithm':<9} {'gatepass first':>15} {'gatepass cached':>16} {'PyJWT decode':>13} "
-          f"{'joserfc decode':>15} {'floor':>8} {'first/PyJWT':>12} {'first-floor':>12} "
-          f"{'first/cached':>13}")
+    print(
+        f"{'algorithm':<9} {'gatepass first':>15} {'gatepass cached':>16} {'PyJWT decode':>13} "
+        f"{'joserfc decode':>15} {'floor':>8} {'first/PyJWT':>12} {'first-floor':>12} "
+        f"{'first/cached':>13}"
+    )
     for alg, r in results.items():
-        print(f"{alg:<9} {r['first']:>12.1f} µs {r['cached']:>13.1f} µs {r['pyjwt']:>10.1f} µs "
-              f"{r['joserfc']:>12.1f} µs {r['floor']:>5.1f} µs {r['first'] / r['pyjwt']:>11.2f}x "
-              f"{r['first'] - r['floor']:>9.1f} µs {r['first'] / r['cached']:>12.1f}x")
+        print(
+            f"{alg:<9} {r['first']:>12.1f} µs {r['cached']:>13.1f} µs {r['pyjwt']:>10.1f} µs "
+            f"{r['joserfc']:>12.1f} µs {r['floor']:>5.1f} µs {r['first'] / r['pyjwt']:>11.2f}x "
+            f"{r['first'] - r['floor']:>9.1f} µs {r['first'] / r['cached']:>12.1f}x"
+        )
     print(f"(median of 5 runs of {n} calls each; floor = the signature check alone)")
 
 

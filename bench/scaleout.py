@@ -64,7 +64,9 @@ def used_memory(redis: RedisServer) -> int:
 
 async def fill(url: str, count: int) -> None:
     client = connect(url)
-    store = RedisSessionStore(client, idle_timeout=1800, absolute_timeout=86_400)
+    store = RedisSessionStore(
+        client, idle_timeout=1800, absolute_timeout=86_400, mac_key=b"bench-only-key"
+    )
     limit = SessionLimit(100, 1800, 86_400)
     users = [secrets.token_hex(16) for _ in range(max(1, count // 4))]
     now = time.time()

@@ -6,6 +6,7 @@ while Redis is down."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
@@ -22,7 +23,7 @@ from gatepass.errors import StoreUnavailable
 from gatepass.passwords import PasswordHasher
 from gatepass.sessions import IssuedSession
 from gatepass.stores.base import SLOT_TAG_LENGTH
-from gatepass.stores.redis_connection import MAX_CONNECTIONS
+from gatepass.stores.redis_connection import MAX_CONNECTIONS, connect
 from gatepass.stores.split import SplitStore
 from tests.conftest import FAST_HASHER_PARAMS, PASSWORD, FakeClock
 from tests.servers import RedisServer, start_redis_cluster
@@ -261,3 +262,87 @@ def test_a_whole_redis_cluster_down_is_503_never_500(
     finally:
         for node in cluster.nodes:
             node.kill()
+
+
+async def dump_all(url: str) -> dict[bytes, bytes]:
+    """Every key's DUMP: what a replica that was behind would still hold."""
+    client = connect(url)
+    try:
+        return {key: await client.dump(key) async for key in client.scan_iter()}
+    finally:
+        await client.aclose()
+
+
+async def restore_all(url: str, snapshot: dict[bytes, bytes]) -> None:
+    client = connect(url)
+    try:
+        for key, value in snapshot.items():
+            await client.restore(key, 0, value, replace=True)
+    finally:
+        await client.aclose()
+
+
+async def test_a_session_brought_back_by_a_redis_rollback_stays_dead(
+    redis_url: str, open_node: Callable[..., Any]
+) -> None:
+    """A failover to a replica that was behind, or a restore from a backup, brings
+    back what a password change deleted in Redis; the database's credential
+    version still refuses the sessions that change ended."""
+    gp = await open_node(redis_url)
+    await gp.accounts.register("ada@example.com", PASSWORD)
+    stolen = await sign_in(gp)
+    victim = await sign_in(gp)
+    snapshot = await dump_all(redis_url)
+    active = await gp.sessions.load(victim.cookie_value)
+    assert active is not None
+    renewed = await gp.accounts.change_password(
+        Identity(active.user, "session", active.record), PASSWORD, "a brand new password 1"
+    )
+    assert await gp.sessions.load(stolen.cookie_value) is None
+    await restore_all(redis_url, snapshot)
+    assert await gp.sessions.load(stolen.cookie_value) is None
+    assert await gp.sessions.load(victim.cookie_value) is None
+    assert renewed is not None
+    assert await gp.sessions.load(renewed.cookie_value) is not None
+    listed = {r.handle for r in await gp.store.list_sessions(active.user.id)}
+    assert not listed & {stolen.record.handle, victim.record.handle}
+
+
+async def test_logout_all_holds_when_redis_lost_the_users_session_index(
+    redis_url: str, open_node: Callable[..., Any]
+) -> None:
+    gp = await open_node(redis_url)
+    await gp.accounts.register("ada@example.com", PASSWORD)
+    other = await sign_in(gp)
+    mine = await sign_in(gp)
+    client = connect(redis_url)
+    try:
+        # What an eviction under memory pressure would do: the index goes.
+        async for key in client.scan_iter(match="gatepass:*:idx"):
+            await client.delete(key)
+    finally:
+        await client.aclose()
+    active = await gp.sessions.load(mine.cookie_value)
+    assert active is not None
+    await gp.accounts.logout_all(Identity(active.user, "session", active.record))
+    assert await gp.sessions.load(other.cookie_value) is None
+
+
+async def test_a_session_value_rewritten_in_redis_grants_nothing(
+    redis_url: str, open_node: Callable[..., Any]
+) -> None:
+    """Someone who can write to Redis but holds no key turns their own session into
+    the victim's by swapping the user ID: refused."""
+    gp = await open_node(redis_url)
+    victim = await gp.accounts.register("victim@example.com", PASSWORD)
+    await gp.accounts.register("eve@example.com", PASSWORD)
+    eves = await sign_in(gp, "eve@example.com")
+    client = connect(redis_url)
+    try:
+        (key,) = [k async for k in client.scan_iter(match=f"*:s:{eves.record.id_hash}")]
+        fields = json.loads(await client.get(key))
+        fields[1] = victim.id
+        await client.set(key, json.dumps(fields), keepttl=True)
+    finally:
+        await client.aclose()
+    assert await gp.sessions.load(eves.cookie_value) is None

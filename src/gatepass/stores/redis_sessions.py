@@ -18,6 +18,13 @@ on one slot, atomic on a Cluster too:
   else, so a sign-in that read the user earlier (and is still checking the old
   password) stores nothing, as the SQL store's row lock ensures there.
 
+Each value carries the credential version the session was granted under and a
+MAC (HMAC-SHA256 under a key kept in the database), so the store above checks
+the version against the user's current one in PostgreSQL: a session that Redis
+lost the end of (a failover to a replica that was behind, a restore, an evicted
+index) stays dead, and a value written into Redis by someone without the key
+grants nothing.
+
 A session check is one round trip (``GET``). Members of the index whose
 session expired are dropped whenever the index is read. Redis keeps only the
 SHA-256 of a session ID, like the SQL store.
@@ -25,8 +32,12 @@ SHA-256 of a session ID, like the SQL store.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import logging
 import math
+from dataclasses import dataclass
 from typing import Any, cast
 
 from gatepass.stores.base import (
@@ -36,10 +47,14 @@ from gatepass.stores.base import (
     SessionRecord,
     slot_tag,
 )
+from gatepass.errors import StoreUnavailable
 from gatepass.stores.redis_connection import RedisClient, mapped
 
 PREFIX = "gatepass"
 _MS = 1000
+#: 128 bits of HMAC-SHA256 per stored session.
+MAC_HEX_LENGTH = 32
+logger = logging.getLogger("gatepass.stores")
 
 # Shared by the scripts: the user's indexed sessions that still exist, as
 # {id_hash, last seen, created, handle}; index entries whose session key expired
@@ -171,9 +186,39 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def _encode(record: SessionRecord) -> str:
-    """The stored value. Times as ``repr`` strings: Lua's JSON numbers would round
-    them to 14 digits."""
+@dataclass(frozen=True, slots=True)
+class StoredSession:
+    """A session as Redis holds it: the record and the credential version it was
+    granted under (the caller compares it with the user's current one)."""
+
+    record: SessionRecord
+    credential_version: int
+
+
+def _signed_fields(record: SessionRecord, version: int) -> list[str]:
+    """What the MAC covers: every field but last seen, which Lua moves on a touch
+    (a forged one could only stretch the idle timeout; the absolute one is covered)."""
+    return [
+        record.id_hash,
+        record.handle,
+        record.user_id,
+        record.csrf_token,
+        repr(record.created_at),
+        record.ip or "",
+        record.user_agent or "",
+        str(version),
+    ]
+
+
+def _mac(key: bytes, fields: list[str]) -> str:
+    message = "\x1f".join(fields).encode("utf-8", "surrogatepass")
+    return hmac.new(key, message, hashlib.sha256).hexdigest()[:MAC_HEX_LENGTH]
+
+
+def _encode(record: SessionRecord, version: int, key: bytes) -> str:
+    """The stored value: one JSON array of strings. Times as ``repr`` strings
+    (Lua's JSON numbers would round them to 14 digits); the last element is the
+    MAC (:func:`_signed_fields`)."""
     return json.dumps(
         [
             record.handle,
@@ -183,19 +228,21 @@ def _encode(record: SessionRecord) -> str:
             repr(record.last_seen_at),
             record.ip or "",
             record.user_agent or "",
+            str(version),
+            _mac(key, _signed_fields(record, version)),
         ],
         separators=(",", ":"),
         ensure_ascii=False,
     )
 
 
-def _record(id_hash: str, raw: Any) -> SessionRecord | None:
-    """The record in a stored value; ``None`` for anything else (never an error:
-    the value is only ever written by :func:`_encode`)."""
+def _decode(id_hash: str, raw: Any, key: bytes) -> StoredSession | None:
+    """The session in a stored value, or ``None`` for anything that is not a value
+    :func:`_encode` wrote under ``key`` for this ``id_hash`` (never an error)."""
     try:
         fields = json.loads(_text(raw))
-        handle, user_id, csrf, created, seen, ip, user_agent = fields
-        return SessionRecord(
+        handle, user_id, csrf, created, seen, ip, user_agent, version, mac = fields
+        record = SessionRecord(
             id_hash=id_hash,
             handle=str(handle),
             user_id=str(user_id),
@@ -205,8 +252,15 @@ def _record(id_hash: str, raw: Any) -> SessionRecord | None:
             ip=str(ip) or None,
             user_agent=str(user_agent) or None,
         )
+        stored = StoredSession(record, int(version))
     except (ValueError, TypeError):
         return None
+    expected = _mac(key, _signed_fields(record, stored.credential_version))
+    if not hmac.compare_digest(expected, str(mac)):
+        # Written by someone without the key (or moved to another ID): not ours.
+        logger.warning("a session value in redis failed its integrity check")
+        return None
+    return stored
 
 
 class RedisSessionStore:
@@ -216,9 +270,15 @@ class RedisSessionStore:
     :func:`gatepass.sessions.session_state`."""
 
     def __init__(
-        self, client: RedisClient, *, idle_timeout: float, absolute_timeout: float
+        self,
+        client: RedisClient,
+        *,
+        idle_timeout: float,
+        absolute_timeout: float,
+        mac_key: bytes | None = None,
     ) -> None:
         self._client = client
+        self._mac_key = mac_key
         self._idle = float(idle_timeout)
         self._absolute = float(absolute_timeout)
         self._insert = client.register_script(INSERT)
@@ -230,6 +290,17 @@ class RedisSessionStore:
 
     def __repr__(self) -> str:
         return "RedisSessionStore()"
+
+    def use_mac_key(self, key: bytes) -> None:
+        """The key session values are authenticated with (shared by every node; the
+        scaled-out store reads it from the database at start)."""
+        self._mac_key = key
+
+    @property
+    def _key(self) -> bytes:
+        if not self._mac_key:
+            raise StoreUnavailable("redis session store used before its key was loaded")
+        return self._mac_key
 
     def _index(self, user_id: str) -> tuple[str, str, str]:
         """The user's index key, floor key and session key prefix."""
@@ -258,18 +329,19 @@ class RedisSessionStore:
                     prefix,
                     math.ceil(self._absolute * _MS),
                     math.ceil(expire_at * _MS),
-                    _encode(record),
+                    _encode(record, credential_version, self._key),
                 ],
             )
         if ended is None:
             return None
         return Evicted(sessions=tuple(_text(h) for h in cast(list[Any], ended)))
 
-    async def get_session_record(self, id_hash: str) -> SessionRecord | None:
+    async def get_stored(self, id_hash: str) -> StoredSession | None:
         """The stored session (one ``GET``), or ``None``."""
+        key = self._key
         async with mapped():
             raw = await self._client.get(_session_prefix(_tag_of_hash(id_hash)) + id_hash)
-        return _record(id_hash, raw) if raw is not None else None
+        return _decode(id_hash, raw, key) if raw is not None else None
 
     async def touch_session(self, id_hash: str, now: float) -> None:
         async with mapped():
@@ -292,16 +364,18 @@ class RedisSessionStore:
             done = await self._delete_by_handle(keys=[index], args=[prefix, handle])
         return bool(done)
 
-    async def list_sessions(self, user_id: str) -> list[SessionRecord]:
+    async def list_stored(self, user_id: str) -> list[StoredSession]:
+        """The user's sessions, oldest first (one script)."""
+        key = self._key
         index, _, prefix = self._index(user_id)
         async with mapped():
             rows = await self._list(keys=[index], args=[prefix])
         found = []
         for id_hash, raw in cast(list[Any], rows):
-            record = _record(_text(id_hash), raw)
-            if record is not None:
-                found.append(record)
-        return sorted(found, key=lambda r: r.created_at)
+            stored = _decode(_text(id_hash), raw, key)
+            if stored is not None and stored.record.user_id == user_id:
+                found.append(stored)
+        return sorted(found, key=lambda s: s.record.created_at)
 
     async def end_user_sessions(self, user_id: str, *, min_credential_version: int) -> int:
         index, floor, prefix = self._index(user_id)
