@@ -40,6 +40,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, cast
 
+from gatepass.errors import StoreUnavailable
 from gatepass.stores.base import (
     SLOT_TAG_LENGTH,
     Evicted,
@@ -47,7 +48,6 @@ from gatepass.stores.base import (
     SessionRecord,
     slot_tag,
 )
-from gatepass.errors import StoreUnavailable
 from gatepass.stores.redis_connection import RedisClient, mapped
 
 PREFIX = "gatepass"
