@@ -161,22 +161,32 @@ class SplitStore:
 
     # sessions ----------------------------------------------------------------
 
-    async def _room(self, user_id: str, limit: SessionLimit) -> tuple[Evicted, int]:
-        """End the user's oldest credentials beyond ``limit`` less one (the sign-in
-        about to be stored), families in the database; return what ended and how
-        many families remain. Sessions to end are left to the caller's store."""
-        now = self._clock()
+    async def _beyond_limit(
+        self, user_id: str, limit: SessionLimit, now: float
+    ) -> tuple[list[SessionRecord], list[FamilyRecord], set[str]]:
+        """The user's live sessions and families, and the names (handles, family IDs)
+        of the least recently used beyond ``limit`` less one (the sign-in about to
+        be stored), ordered as the SQL store orders them: last used, then created."""
         families = await self.database.list_families(user_id, now)
         stored = await self.list_sessions(user_id)
-        entries = sorted(
-            [(s.last_seen_at, s.created_at, "session", s.handle) for s in stored]
-            + [(f.last_used_at, f.created_at, "family", f.id) for f in families]
+        by_age = sorted(
+            [(s.last_seen_at, s.created_at, s.handle) for s in stored]
+            + [(f.last_used_at, f.created_at, f.id) for f in families]
         )
-        excess = len(entries) - (limit.max_per_user - 1)
-        revoked = []
-        for _, _, kind, name in entries[: max(0, excess)]:
-            if kind == "family" and await self.database.revoke_family(name, now, user_id):
-                revoked.append(name)
+        excess = max(0, len(by_age) - (limit.max_per_user - 1))
+        return stored, families, {name for _, _, name in by_age[:excess]}
+
+    async def _room(self, user_id: str, limit: SessionLimit) -> tuple[Evicted, int]:
+        """Revoke the user's families beyond the limit (kill first, in the database);
+        return them and how many families remain. Sessions beyond it are ended by
+        the Redis script that stores the new one."""
+        now = self._clock()
+        _, families, victims = await self._beyond_limit(user_id, limit, now)
+        revoked = [
+            f.id
+            for f in families
+            if f.id in victims and await self.database.revoke_family(f.id, now, user_id)
+        ]
         return Evicted(families=tuple(revoked)), len(families) - len(revoked)
 
     async def insert_session(
@@ -257,20 +267,13 @@ class SplitStore:
     async def create_family(
         self, family: FamilyRecord, token_hash: str, *, credential_version: int, limit: SessionLimit
     ) -> Evicted | None:
-        now = self._clock()
-        families = await self.database.list_families(family.user_id, now)
-        stored = await self.list_sessions(family.user_id)
-        entries = sorted(
-            [(s.last_seen_at, s.created_at, "session", s.handle) for s in stored]
-            + [(f.last_used_at, f.created_at, "family", f.id) for f in families]
-        )
-        excess = len(entries) - (limit.max_per_user - 1)
-        ended = []
-        for _, _, kind, name in entries[: max(0, excess)]:
-            if kind == "session" and await self.sessions.delete_session_by_handle(
-                family.user_id, name
-            ):
-                ended.append(name)
+        stored, _, victims = await self._beyond_limit(family.user_id, limit, self._clock())
+        ended = [
+            r.handle
+            for r in stored
+            if r.handle in victims
+            and await self.sessions.delete_session_by_handle(family.user_id, r.handle)
+        ]
         # Families may take what the remaining sessions leave; the database ends
         # the oldest beyond that in the transaction that stores this one.
         family_limit = SessionLimit(
