@@ -634,6 +634,11 @@ def main() -> int:
         )
         for row in rows:
             run_wrk(row.server.url + row.path, row.headers, warmup)
+        for row in refresh_rows:
+            # Measured and thrown away: a warm-up like the other rows'.
+            measure_refresh(row, warmup)
+            for figures in (row.rps, row.p50, row.p99, row.cpu_us, row.errors):
+                figures.clear()
 
         for n in range(rounds):
             print(f"round {n + 1}/{rounds} …", flush=True)

@@ -24,7 +24,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from click.testing import CliRunner
-from sqlalchemy import Connection, inspect, text
+from sqlalchemy import Connection, inspect, make_url, text
 from starlette.testclient import TestClient
 
 from gatepass.cli import main
@@ -32,10 +32,16 @@ from gatepass.config import Settings
 from gatepass.errors import ConfigError, StoreUnavailable
 from gatepass.stores import migrations
 from gatepass.stores.base import FamilyRecord, RotationStatus, SessionLimit
-from gatepass.stores.sql import SqlStore, _driver_errors_mapped, async_database_url, metadata
+from gatepass.stores.sql import (
+    PG_POOL_SIZE,
+    SqlStore,
+    _driver_errors_mapped,
+    async_database_url,
+    metadata,
+)
 from tests.conftest import PASSWORD, login, register
 from tests.e2e_support import free_port, gatepass_command, running_server, server_env
-from tests.servers import PostgresServer
+from tests.servers import SUPERUSER, PostgresServer
 from tests.test_migrations import OLD_USERS
 
 LIMIT = SessionLimit(max_per_user=100, idle_timeout=100, absolute_timeout=1000)
@@ -390,6 +396,62 @@ async def test_concurrent_rotations_of_one_refresh_token_yield_exactly_one_winne
     # that read it after that are simply refused).
     assert RotationStatus.REUSED in statuses
     assert set(statuses) <= {RotationStatus.ROTATED, RotationStatus.REUSED, RotationStatus.INVALID}
+
+
+async def _backends(server: PostgresServer, database: str) -> int:
+    import asyncpg
+
+    conn = await asyncpg.connect(
+        host=str(server.socket_dir), port=server.port, user=SUPERUSER, database="postgres"
+    )
+    try:
+        count = await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1", database
+        )
+    finally:
+        await conn.close()
+    return int(count)
+
+
+@pytest.mark.anyio
+async def test_start_opens_the_whole_pool_so_the_first_burst_does_not_connect(
+    pg_url: str, postgres_server: PostgresServer
+) -> None:
+    store = SqlStore(pg_url)
+    await store.start()
+    try:
+        assert await _backends(postgres_server, make_url(pg_url).database or "") == PG_POOL_SIZE
+    finally:
+        await store.close()
+
+
+@pytest.mark.anyio
+async def test_rotations_recover_after_the_database_closed_every_pooled_connection(
+    pg_url: str, postgres_server: PostgresServer
+) -> None:
+    store = SqlStore(pg_url)
+    await store.start()
+    try:
+        user = await store.create_user("ada@example.com", "$argon2id$x", ("user",), 1.0)
+        family = FamilyRecord("fam", user.id, 1.0, 1.0, 10_000.0, None, None)
+        await store.create_family(family, "old", credential_version=0, limit=LIMIT)
+        await postgres_server.admin_async(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE datname = '{make_url(pg_url).database}'"
+        )
+        failures = 0
+        for _ in range(PG_POOL_SIZE + 1):
+            try:
+                outcome = await store.rotate_refresh_token("old", "new", 2.0)
+                break
+            except StoreUnavailable:
+                failures += 1  # a closed connection, replaced for the next one
+        else:
+            pytest.fail("every rotation failed: closed connections went back to the pool")
+    finally:
+        await store.close()
+    assert outcome.status is RotationStatus.ROTATED
+    assert failures <= PG_POOL_SIZE
 
 
 @pytest.fixture
