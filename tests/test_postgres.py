@@ -24,7 +24,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from click.testing import CliRunner
-from sqlalchemy import Connection, inspect, make_url, text
+from sqlalchemy import Connection, inspect, make_url, text, update
 from starlette.testclient import TestClient
 
 from gatepass.cli import main
@@ -37,6 +37,7 @@ from gatepass.stores.sql import (
     SqlStore,
     _driver_errors_mapped,
     async_database_url,
+    families,
     metadata,
 )
 from tests.conftest import PASSWORD, login, register
@@ -169,12 +170,12 @@ def test_postgresql_at_0001_is_rekeyed_and_collisions_are_reported_not_merged(
     runner = CliRunner()
     env = {"GATEPASS_DATABASE_URL": pg_empty_url}
     assert runner.invoke(main, ["db", "current"], env=env).stdout.splitlines() == [
-        "0001 (newest is 0003: run gatepass db upgrade)"
+        "0001 (newest is 0004: run gatepass db upgrade)"
     ]
     result = runner.invoke(main, ["db", "upgrade"], env=env)
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[-1] == "database upgraded from 0001 to 0003"
+    assert lines[-1] == "database upgraded from 0001 to 0004"
     left = lines[:-1]
     assert len(left) == 3
     assert any("u-twin" in line and "address of user u-victim" in line for line in left)
@@ -187,8 +188,8 @@ def test_postgresql_at_0001_is_rekeyed_and_collisions_are_reported_not_merged(
     assert stored["u-carol-1"] == "carol@example.com"
     assert len(stored) == len(OLD_USERS)  # nothing merged, nothing dropped
     again = runner.invoke(main, ["db", "upgrade"], env=env)
-    assert again.stdout.splitlines() == ["database is at 0003, the newest revision"]
-    assert runner.invoke(main, ["db", "current"], env=env).stdout.splitlines() == ["0003 (newest)"]
+    assert again.stdout.splitlines() == ["database is at 0004, the newest revision"]
+    assert runner.invoke(main, ["db", "current"], env=env).stdout.splitlines() == ["0004 (newest)"]
 
 
 _UPGRADE_AT = """
@@ -224,8 +225,8 @@ def test_two_db_upgrades_at_once_on_one_postgresql_both_succeed_and_migrate_once
     assert [p.returncode for p in processes] == [0, 0], outputs
     stdouts = sorted(out for out, _ in outputs)
     # One migrated (and reported the three rows); the other waited for it, found it done.
-    assert stdouts[0].splitlines() == ["database is at 0003, the newest revision"]
-    assert stdouts[1].splitlines()[-1] == "database upgraded from 0001 to 0003"
+    assert stdouts[0].splitlines() == ["database is at 0004, the newest revision"]
+    assert stdouts[1].splitlines()[-1] == "database upgraded from 0001 to 0004"
     assert stdouts[1].count("left unchanged: user u-") == 3
     assert asyncio.run(on(pg_empty_url, revision)) == migrations.HEAD
 
@@ -520,3 +521,34 @@ async def test_a_value_asyncpg_refuses_to_encode_is_not_quoted_in_the_error(pg_u
         await store.close()
     assert token not in str(caught.value)
     assert "query argument" in str(caught.value)
+
+
+@pytest.mark.anyio
+async def test_a_rotation_racing_a_family_revocation_grants_no_pair(pg_url: str) -> None:
+    """The rotation reads the family as live, then the revocation commits while the
+    rotation waits for the family row: no pair may come out of it. (SQLite
+    serialises writers: its rotation never waits inside its transaction.)"""
+    store = SqlStore(pg_url)
+    await store.start()
+    try:
+        await _race_rotation_against_revocation(store)
+    finally:
+        await store.close()
+
+
+async def _race_rotation_against_revocation(store: SqlStore) -> None:
+    user = await store.create_user("ada@example.com", "$argon2id$x", ("user",), 1.0)
+    family = FamilyRecord("fam", user.id, 1.0, 1.0, 10_000.0, None, None)
+    token = "a" * 64
+    await store.create_family(family, token, credential_version=0, limit=LIMIT)
+    async with store.engine.connect() as revoker:
+        transaction = await revoker.begin()
+        await revoker.execute(
+            update(families).where(families.c.id == family.id).values(revoked=True)
+        )
+        rotation = asyncio.ensure_future(store.rotate_refresh_token(token, "e" * 64, 2.0))
+        await asyncio.sleep(0.3)  # the rotation now waits for the family row
+        assert not rotation.done()
+        await transaction.commit()
+    outcome = await rotation
+    assert outcome.status is not RotationStatus.ROTATED

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from gatepass.config import Settings
+from gatepass.config import MAX_REFRESH_REUSE_GRACE, Settings
 from gatepass.core import Gatepass
 from gatepass.errors import ConfigError, InvalidRefreshToken
 from gatepass.passwords import PasswordHasher
@@ -271,3 +271,40 @@ def test_an_invalid_reuse_grace_is_a_start_up_error_naming_the_setting(
 
 def test_the_reuse_grace_is_off_by_default(make_settings: Callable[..., Settings]) -> None:
     assert make_settings().refresh_reuse_grace == 0
+
+
+def test_walking_the_seals_from_an_old_token_with_a_database_copy_yields_nothing(
+    make_client: MakeClient, clock: FakeClock
+) -> None:
+    """Each seal opens with the token it replaced. An attacker with a copy of the
+    database (its stored secret included) and a token the family has rotated past
+    must not be able to walk the seals up to the live token: only the token rotated
+    last holds a seal, and only for as long as the grace."""
+    client = make_client(refresh_reuse_grace=str(GRACE))
+    register(client)
+    chain = [token_login(client)["refresh_token"]]
+    for _ in range(4):
+        clock.advance(GRACE * 6)
+        response = refresh(client, chain[-1])
+        assert response.status_code == 200, response.text
+        chain.append(response.json()["refresh_token"])
+    gp: Gatepass = client.app.state.gatepass  # type: ignore[attr-defined]
+    database = Path(gp.settings.data_dir) / "gatepass.db"
+    seals = _copy_holds(
+        database,
+        "SELECT sealed_successor FROM gatepass_refresh_tokens WHERE sealed_successor IS NOT NULL",
+    )
+    seal = SuccessorSeal(_copy_holds(database, "SELECT value FROM gatepass_secrets"))
+    opened = {seal.open(token, sealed) for token in chain[:-2] for sealed in seals} - {None}
+    assert opened == set()
+    assert len(seals) == 1  # the retry of the token rotated last, while the grace lasts
+    clock.advance(MAX_REFRESH_REUSE_GRACE + 1)
+    assert client.portal is not None
+    client.portal.call(gp.prune)  # on the app's own event loop
+    assert (
+        _copy_holds(
+            database,
+            "SELECT sealed_successor FROM gatepass_refresh_tokens WHERE sealed_successor IS NOT NULL",
+        )
+        == []
+    )

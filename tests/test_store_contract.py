@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 
 import pytest
+from sqlalchemy import select
 
 from gatepass.config import Settings
 from gatepass.errors import DuplicateRecord
@@ -27,6 +28,8 @@ from gatepass.stores.base import (
     UserRecord,
 )
 from gatepass.stores.factory import store_from_settings
+from gatepass.stores.split import SplitStore
+from gatepass.stores.sql import SqlStore, refresh_tokens
 from tests.conftest import FakeClock
 from tests.servers import Backend
 
@@ -226,8 +229,6 @@ async def test_a_version_floor_alone_refuses_a_late_session(store: Store, clock:
 
 
 def backend_keeps_sessions_apart(store: Store) -> bool:
-    from gatepass.stores.split import SplitStore
-
     return isinstance(store, SplitStore)
 
 
@@ -315,3 +316,33 @@ async def test_a_hostile_user_agent_is_stored_and_survives_a_touch(
     (listed,) = await store.list_sessions(user.id)
     assert listed.user_agent == agent
     assert listed.last_seen_at == clock()
+
+
+async def test_only_the_token_rotated_last_keeps_its_sealed_successor(
+    store: Store, clock: FakeClock
+) -> None:
+    """A seal opens with the token it replaced: kept on older tokens, a chain of
+    seals would lead from any old token (and a copy of the database) to the live one."""
+    user = await new_user(store, clock)
+    family, token = new_family(user, clock)
+    await store.create_family(family, token, credential_version=0, limit=ROOMY)
+    chain = [token]
+    for index in range(3):
+        successor = f"{index:064x}"
+        outcome = await store.rotate_refresh_token(
+            chain[-1], successor, clock(), sealed_successor=f"seal-{index}", reuse_grace=10
+        )
+        assert outcome.status is RotationStatus.ROTATED
+        chain.append(successor)
+        clock.advance(60)
+    database = store.database if isinstance(store, SplitStore) else store
+    assert isinstance(database, SqlStore)
+    async with database.engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(refresh_tokens.c.token_hash, refresh_tokens.c.sealed_successor).where(
+                    refresh_tokens.c.sealed_successor.is_not(None)
+                )
+            )
+        ).all()
+    assert [tuple(row) for row in rows] == [(chain[-2], "seal-2")]

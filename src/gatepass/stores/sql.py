@@ -31,6 +31,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    null,
     select,
     text,
     update,
@@ -44,6 +45,7 @@ from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.expression import ClauseElement
 
+from gatepass.config import MAX_REFRESH_REUSE_GRACE
 from gatepass.errors import ConfigError, DuplicateRecord, StoreUnavailable
 from gatepass.stores import migrations
 from gatepass.stores.base import (
@@ -144,6 +146,13 @@ refresh_tokens = Table(
     #: (opaque here; see gatepass.refresh).
     Column("sealed_successor", Text),
     Index("ix_gatepass_refresh_tokens_family", "family_id"),
+    # Retired tokens still holding a sealed successor: at most one per family.
+    Index(
+        "ix_gatepass_refresh_tokens_sealed",
+        "replaced_by",
+        postgresql_where=text("sealed_successor IS NOT NULL"),
+        sqlite_where=text("sealed_successor IS NOT NULL"),
+    ),
 )
 
 revocations = Table(
@@ -795,6 +804,15 @@ class SqlStore:
                 delete(refresh_tokens).where(refresh_tokens.c.family_id.in_(expired))
             )
             gone_families = await conn.execute(delete(families).where(families.c.expires_at <= now))
+            # A seal serves a retry within the reuse grace and nothing after it.
+            await conn.execute(
+                update(refresh_tokens)
+                .where(
+                    refresh_tokens.c.sealed_successor.is_not(None),
+                    refresh_tokens.c.used_at <= now - MAX_REFRESH_REUSE_GRACE,
+                )
+                .values(sealed_successor=None)
+            )
         return int(gone_sessions.rowcount + gone_tokens.rowcount + gone_families.rowcount)
 
     # secrets ---------------------------------------------------------------
@@ -894,9 +912,13 @@ def _pg_rotate() -> Select[Any]:
             bindparam("now", type_=Float()),
         ),
     )
+    # Not revoked: the claim read the family as live in its snapshot, but a
+    # revocation may have committed while this update waited for the family row
+    # (PostgreSQL re-checks the condition on the committed row). No row then, and
+    # the caller settles it as a spent token: no pair for a dead family.
     touched = (
         update(families)
-        .where(families.c.id == claimed.c.family_id)
+        .where(families.c.id == claimed.c.family_id, families.c.revoked.is_(False))
         .values(last_used_at=bindparam("now"))
         .returning(*_FAMILY_COLUMNS)
         .cte("touched")
@@ -905,9 +927,22 @@ def _pg_rotate() -> Select[Any]:
         select(*touched.c, *_USER_COLUMNS)
         .select_from(touched.join(users, users.c.id == touched.c.user_id))
         .add_cte(added.cte("added"))
+        .add_cte(_FORGET_PREDECESSOR_SEAL.cte("forgotten"))
     )
 
 
+#: The seal the presented token's predecessor holds opens the presented token;
+#: once that is rotated too, nobody may recover it (a retry of the predecessor is
+#: reuse by then anyway). So a family keeps at most one seal, whose opener is
+#: the token rotated last: a copy of the database and an older token yield nothing.
+_FORGET_PREDECESSOR_SEAL = (
+    update(refresh_tokens)
+    .where(
+        refresh_tokens.c.replaced_by == bindparam("old"),
+        refresh_tokens.c.sealed_successor.is_not(None),
+    )
+    .values(sealed_successor=null())
+)
 _ADD_SUCCESSOR = insert(refresh_tokens).values(
     token_hash=bindparam("new"), family_id=bindparam("family"), created_at=bindparam("now")
 )
@@ -916,9 +951,9 @@ _TOUCH_FAMILY = (
     .where(families.c.id == bindparam("family"))
     .values(last_used_at=bindparam("now"))
 )
-_TOUCH_FAMILY_RETURNING = _TOUCH_FAMILY.where(users.c.id == families.c.user_id).returning(
-    *_FAMILY_COLUMNS, *_USER_COLUMNS
-)
+_TOUCH_FAMILY_RETURNING = _TOUCH_FAMILY.where(
+    users.c.id == families.c.user_id, families.c.revoked.is_(False)
+).returning(*_FAMILY_COLUMNS, *_USER_COLUMNS)
 _REVOKE_FAMILY = (
     update(families)
     .where(families.c.id == bindparam("family"), families.c.revoked.is_(False))
@@ -960,7 +995,15 @@ class _PgStatement:
             record = await driver.fetchrow(self.sql, *(values[k] for k in self.order))
         except asyncpg.IntegrityConstraintViolationError as exc:
             raise DuplicateRecord(f"constraint violated: {type(exc).__name__}") from None
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+        except (
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            # A connection the server closed under a statement in flight can be
+            # left mid-protocol ("another operation is in progress").
+            asyncpg.InternalClientError,
+            OSError,
+            TimeoutError,
+        ) as exc:
             # The pool cannot tell what became of a connection used past it: a
             # new one replaces it.
             await conn.invalidate()
@@ -996,6 +1039,7 @@ _SQLITE_ROTATION_READ = _SqliteStatement.of(_ROTATION_READ)
 _SQLITE_CLAIM = _SqliteStatement.of(_CLAIM)
 _SQLITE_ADD_SUCCESSOR = _SqliteStatement.of(_ADD_SUCCESSOR)
 _SQLITE_TOUCH_FAMILY = _SqliteStatement.of(_TOUCH_FAMILY)
+_SQLITE_FORGET_PREDECESSOR_SEAL = _SqliteStatement.of(_FORGET_PREDECESSOR_SEAL)
 _SQLITE_REVOKE_FAMILY = _SqliteStatement.of(_REVOKE_FAMILY)
 _SQLITE_PUBLISH_FAMILY = _SqliteStatement.of(_PUBLISH_FAMILY)
 
@@ -1058,6 +1102,7 @@ class _Rotation:
             )
             _SQLITE_ADD_SUCCESSOR.run(connection, new=self.new_hash, family=row.id, now=self.now)
             _SQLITE_TOUCH_FAMILY.run(connection, family=row.id, now=self.now)
+            _SQLITE_FORGET_PREDECESSOR_SEAL.run(connection, old=self.old_hash)
             return self.rotated(row)
         if verdict is _Verdict.REUSE:
             _SQLITE_REVOKE_FAMILY.run(connection, family=row.id)
@@ -1078,7 +1123,11 @@ class _Rotation:
         if claimed is not None:
             family = {"family": claimed.family_id, "now": self.now}
             await conn.execute(_ADD_SUCCESSOR, {**family, "new": self.new_hash})
-            return self.rotated((await conn.execute(_TOUCH_FAMILY_RETURNING, family)).one())
+            await conn.execute(_FORGET_PREDECESSOR_SEAL, {"old": self.old_hash})
+            touched = (await conn.execute(_TOUCH_FAMILY_RETURNING, family)).first()
+            if touched is None:  # revoked while the claim waited: no pair
+                return RotationOutcome(RotationStatus.INVALID)
+            return self.rotated(touched)
         return await self.settle(conn)
 
     async def settle(self, conn: AsyncConnection) -> RotationOutcome:
