@@ -28,6 +28,7 @@ from tests.test_refresh import REUSE_METRIC, metric, refresh
 
 MakeClient = Callable[..., TestClient]
 GRACE = 10
+SEALS = "SELECT sealed_successor FROM gatepass_refresh_tokens WHERE sealed_successor IS NOT NULL"
 RACERS = 20
 
 
@@ -290,10 +291,7 @@ def test_walking_the_seals_from_an_old_token_with_a_database_copy_yields_nothing
         chain.append(response.json()["refresh_token"])
     gp: Gatepass = client.app.state.gatepass  # type: ignore[attr-defined]
     database = Path(gp.settings.data_dir) / "gatepass.db"
-    seals = _copy_holds(
-        database,
-        "SELECT sealed_successor FROM gatepass_refresh_tokens WHERE sealed_successor IS NOT NULL",
-    )
+    seals = _copy_holds(database, SEALS)
     seal = SuccessorSeal(_copy_holds(database, "SELECT value FROM gatepass_secrets"))
     opened = {seal.open(token, sealed) for token in chain[:-2] for sealed in seals} - {None}
     assert opened == set()
@@ -301,10 +299,4 @@ def test_walking_the_seals_from_an_old_token_with_a_database_copy_yields_nothing
     clock.advance(MAX_REFRESH_REUSE_GRACE + 1)
     assert client.portal is not None
     client.portal.call(gp.prune)  # on the app's own event loop
-    assert (
-        _copy_holds(
-            database,
-            "SELECT sealed_successor FROM gatepass_refresh_tokens WHERE sealed_successor IS NOT NULL",
-        )
-        == []
-    )
+    assert _copy_holds(database, SEALS) == []
