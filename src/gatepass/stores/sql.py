@@ -995,17 +995,12 @@ class _PgStatement:
             record = await driver.fetchrow(self.sql, *(values[k] for k in self.order))
         except asyncpg.IntegrityConstraintViolationError as exc:
             raise DuplicateRecord(f"constraint violated: {type(exc).__name__}") from None
-        except (
-            asyncpg.PostgresError,
-            asyncpg.InterfaceError,
-            # A connection the server closed under a statement in flight can be
-            # left mid-protocol ("another operation is in progress").
-            asyncpg.InternalClientError,
-            OSError,
-            TimeoutError,
-        ) as exc:
-            # The pool cannot tell what became of a connection used past it: a
-            # new one replaces it.
+        except Exception as exc:
+            # Whatever the driver raised (a server error, a closed socket, or a
+            # protocol state asyncpg refuses, as after the server ended the
+            # connection), the statement did not reach a known end, and the pool
+            # cannot tell what became of a connection used past it: a new one
+            # replaces it.
             await conn.invalidate()
             raise StoreUnavailable(
                 f"database error: {type(exc).__name__}: {_driver_words(str(exc))}"
