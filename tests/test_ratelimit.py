@@ -12,27 +12,11 @@ from gatepass.errors import RateLimited
 from gatepass.ratelimit import LoginThrottle, ip_key
 from gatepass.stores.memory_counters import MemoryCounters
 from tests.conftest import FakeClock
+from tests.test_counters_contract import throttle
 
 pytestmark = pytest.mark.anyio
 
 ACCOUNT = "ada@example.com"
-
-
-def throttle(
-    clock: FakeClock,
-    counters: MemoryCounters,
-    *,
-    max_failures: int = 3,
-    lockout: float = 60,
-    ip_limit: int = 1000,
-) -> LoginThrottle:
-    return LoginThrottle(
-        max_failures=max_failures,
-        lockout=lockout,
-        ip_limit=ip_limit,
-        clock=clock,
-        counters=counters,
-    )
 
 
 @pytest.mark.parametrize(
@@ -57,7 +41,7 @@ def test_ip_key_counts_ipv6_per_64_and_mapped_ipv4_as_ipv4() -> None:
 
 async def test_memory_stays_bounded_under_many_accounts_and_ips(clock: FakeClock) -> None:
     counters = MemoryCounters(max_keys=10)
-    limiter = throttle(clock, counters, ip_limit=5)
+    limiter = throttle(counters, clock, ip_limit=5)
     for n in range(1000):
         await limiter.check(f"user{n}@example.com", f"10.0.{n // 256}.{n % 256}")
         await limiter.record_failure(f"user{n}@example.com")
@@ -67,7 +51,7 @@ async def test_memory_stays_bounded_under_many_accounts_and_ips(clock: FakeClock
 
 async def test_pruning_prefers_idle_entries_over_locked_accounts(clock: FakeClock) -> None:
     counters = MemoryCounters(max_keys=10)
-    limiter = throttle(clock, counters, max_failures=3, lockout=100)
+    limiter = throttle(counters, clock, max_failures=3, lockout=100)
     for n in range(9):
         await limiter.record_failure(f"stale{n}@example.com")
     clock.advance(50)
