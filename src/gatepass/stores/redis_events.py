@@ -280,7 +280,12 @@ class RedisEventBus:
             except Exception as exc:
                 # Whatever went wrong, the task must live on and try again: a dead
                 # subscriber would leave this node refusing every token for good.
-                logger.exception("redis event subscriber failed")
+                # (The driver can fail this way while Redis restarts, e.g. a write to
+                # a transport it closed: one line, the traceback only at debug level.)
+                logger.warning(
+                    "redis event subscriber failed: %s: %s", type(exc).__name__, str(exc)[:200]
+                )
+                logger.debug("redis event subscriber failure", exc_info=True)
                 self._mark_down(f"subscriber failed: {type(exc).__name__}")
             if was_live:
                 delay = BACKOFF_MIN_SECONDS
