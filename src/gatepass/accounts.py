@@ -11,7 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from gatepass.authenticator import Identity
+from gatepass.authenticator import BearerAuthenticator, Identity
 from gatepass.clock import Clock
 from gatepass.devices import DeviceCookies
 from gatepass.emails import MAX_EMAIL_OCTETS, normalise_email
@@ -34,7 +34,7 @@ from gatepass.passwords import (
 )
 from gatepass.ratelimit import CredentialGuard, LoginThrottle
 from gatepass.refresh import RefreshTokens, TokenPair
-from gatepass.revocation import BearerAuthenticator, RevocationView
+from gatepass.revocation import RevocationView
 from gatepass.sessions import IssuedSession, SessionManager, SessionState, session_state
 from gatepass.stores.base import EmailTaken, Evicted, Store, UserRecord
 

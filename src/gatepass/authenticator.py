@@ -1,4 +1,5 @@
-"""The hybrid authenticator: Bearer first, else the session cookie.
+"""The hybrid authenticator: Bearer first, else the session cookie; the Bearer
+path that honours revocation; and what a node drops when other nodes tell it.
 
 A request that carries an ``Authorization`` header is judged on that header
 alone: a bad or unsupported credential there is a 401, never a fallback to the
@@ -11,9 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from gatepass._singleflight import SingleFlight
+from gatepass.clock import Clock
 from gatepass.errors import AuthenticationFailed
+from gatepass.events import Event, Revoked, SessionsEnded, UserChanged
+from gatepass.revocation import RevocationView, check_not_revoked
 from gatepass.sessions import SessionManager
-from gatepass.stores.base import SessionRecord, UserRecord
+from gatepass.stores.base import BearerState, SessionRecord, UserRecord, UserStore
+from gatepass.tokens import AccessTokens
 
 Method = Literal["session", "bearer"]
 BEARER_PREFIX = "bearer "
@@ -67,3 +73,107 @@ class Authenticator:
         if active is None:
             raise AuthenticationFailed()
         return Identity(user=active.user, method="session", session=active.record)
+
+
+#: Users (email, roles) are cached this long for Bearer requests.
+USER_CACHE_SECONDS = 30.0
+USER_CACHE_SIZE = 10_000
+
+
+class BearerAuthenticator:
+    """Verifies an access token and checks it against revocation, with no store
+    round trip for a token (and user) seen recently."""
+
+    def __init__(
+        self,
+        tokens: AccessTokens,
+        view: RevocationView,
+        users: UserStore,
+        clock: Clock,
+    ) -> None:
+        self._tokens = tokens
+        self._view = view
+        self._users = users
+        self._clock = clock
+        self._user_cache: dict[str, tuple[UserRecord, float]] = {}
+        self._user_reads: SingleFlight[str, UserRecord | None] = SingleFlight()
+        # Bumped by forget_user, so a read that was in flight meanwhile is not kept.
+        self._user_generation = 0
+
+    async def authenticate_bearer(self, token: str) -> Identity:
+        claims = await self._tokens.verify(token)
+        await self._view.ensure_current()
+        user = await self._user(claims.sub)
+        state = BearerState(
+            user=user,
+            family_live=not self._view.family_revoked(claims.sid),
+            jti_revoked=self._view.jti_revoked(claims.jti),
+            epoch=self._view.epoch(claims.sub),
+        )
+        return Identity(
+            user=check_not_revoked(claims, state),
+            method="bearer",
+            token_id=claims.jti,
+            family_id=claims.sid,
+            token_expires_at=claims.exp,
+        )
+
+    async def _user(self, user_id: str) -> UserRecord | None:
+        now = self._clock()
+        cached = self._user_cache.get(user_id)
+        if cached is not None and now - cached[1] < USER_CACHE_SECONDS:
+            return cached[0]
+        generation = self._user_generation
+        user = await self._user_reads.run(user_id, lambda: self._users.get_user(user_id))
+        if user is not None and generation == self._user_generation:
+            if len(self._user_cache) >= USER_CACHE_SIZE:
+                del self._user_cache[next(iter(self._user_cache))]
+            self._user_cache[user_id] = (user, now)
+        return user
+
+    def forget_user(self, user_id: str) -> None:
+        """Drop the cached record of a user whose credentials, roles or existence
+        just changed in this process, and tell the other processes (without a bus
+        they refresh within :data:`USER_CACHE_SECONDS`; revocations reach them
+        through the feed)."""
+        self.drop_user(user_id)
+        self._view.bus.announce(UserChanged(user_id))
+
+    def drop_user(self, user_id: str | None = None) -> None:
+        """Drop the cached record of ``user_id`` (every user's when ``None``) here only."""
+        self._user_generation += 1
+        if user_id is None:
+            self._user_cache.clear()
+        else:
+            self._user_cache.pop(user_id, None)
+
+
+class NodeCaches:
+    """What this process cached that other processes' events invalidate: the
+    revocation view, the Bearer path's users and the loaded sessions
+    (an :class:`~gatepass.events.EventListener`)."""
+
+    def __init__(
+        self, view: RevocationView, bearer: BearerAuthenticator, sessions: SessionManager
+    ) -> None:
+        self._view = view
+        self._bearer = bearer
+        self._sessions = sessions
+
+    async def catch_up(self) -> None:
+        """Read the durable feed, and drop every cached user and session: events
+        about them may have been missed while the bus was away."""
+        await self._view.sync()
+        self._bearer.drop_user()
+        self._sessions.drop_cached(everything=True)
+
+    def receive(self, event: Event) -> None:
+        if isinstance(event, Revoked):
+            self._view.receive(event.events)
+        elif isinstance(event, UserChanged):
+            self._bearer.drop_user(event.user_id)
+            self._sessions.drop_cached(user_id=event.user_id)
+        elif isinstance(event, SessionsEnded):
+            for id_hash in event.id_hashes:
+                self._sessions.drop_cached(id_hash=id_hash)
+            self._sessions.drop_cached(user_id=event.user_id, handles=event.handles)

@@ -8,7 +8,7 @@ import time
 from typing import Self
 
 from gatepass.accounts import Accounts
-from gatepass.authenticator import Authenticator
+from gatepass.authenticator import Authenticator, BearerAuthenticator, NodeCaches
 from gatepass.clock import Clock
 from gatepass.config import Settings
 from gatepass.devices import DeviceCookies
@@ -17,7 +17,7 @@ from gatepass.metrics import Metrics
 from gatepass.passwords import PasswordHasher
 from gatepass.ratelimit import CredentialGuard, LoginThrottle, throttle_counters
 from gatepass.refresh import RefreshTokens, SuccessorSeal
-from gatepass.revocation import BearerAuthenticator, NodeCaches, RevocationView
+from gatepass.revocation import RevocationView
 from gatepass.sessions import SESSION_CACHE_SECONDS, CookieSigner, SessionManager, SessionPolicy
 from gatepass.stores.base import CounterStore, Store
 from gatepass.stores.factory import store_from_settings
