@@ -12,13 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from gatepass._singleflight import SingleFlight
 from gatepass.clock import Clock
 from gatepass.errors import AuthenticationFailed
 from gatepass.events import Event, Revoked, SessionsEnded, UserChanged
 from gatepass.revocation import RevocationView, check_not_revoked
 from gatepass.sessions import SessionManager
 from gatepass.stores.base import BearerState, SessionRecord, UserRecord, UserStore
+from gatepass.stores.user_cache import UserCache
 from gatepass.tokens import AccessTokens
 
 Method = Literal["session", "bearer"]
@@ -75,11 +75,6 @@ class Authenticator:
         return Identity(user=active.user, method="session", session=active.record)
 
 
-#: Users (email, roles) are cached this long for Bearer requests.
-USER_CACHE_SECONDS = 30.0
-USER_CACHE_SIZE = 10_000
-
-
 class BearerAuthenticator:
     """Verifies an access token and checks it against revocation, with no store
     round trip for a token (and user) seen recently."""
@@ -93,17 +88,13 @@ class BearerAuthenticator:
     ) -> None:
         self._tokens = tokens
         self._view = view
-        self._users = users
+        self._users = UserCache(users, clock)
         self._clock = clock
-        self._user_cache: dict[str, tuple[UserRecord, float]] = {}
-        self._user_reads: SingleFlight[str, UserRecord | None] = SingleFlight()
-        # Bumped by forget_user, so a read that was in flight meanwhile is not kept.
-        self._user_generation = 0
 
     async def authenticate_bearer(self, token: str) -> Identity:
         claims = await self._tokens.verify(token)
         await self._view.ensure_current()
-        user = await self._user(claims.sub)
+        user = await self._users.get(claims.sub)
         state = BearerState(
             user=user,
             family_live=not self._view.family_revoked(claims.sid),
@@ -118,19 +109,6 @@ class BearerAuthenticator:
             token_expires_at=claims.exp,
         )
 
-    async def _user(self, user_id: str) -> UserRecord | None:
-        now = self._clock()
-        cached = self._user_cache.get(user_id)
-        if cached is not None and now - cached[1] < USER_CACHE_SECONDS:
-            return cached[0]
-        generation = self._user_generation
-        user = await self._user_reads.run(user_id, lambda: self._users.get_user(user_id))
-        if user is not None and generation == self._user_generation:
-            if len(self._user_cache) >= USER_CACHE_SIZE:
-                del self._user_cache[next(iter(self._user_cache))]
-            self._user_cache[user_id] = (user, now)
-        return user
-
     def forget_user(self, user_id: str) -> None:
         """Drop the cached record of a user whose credentials, roles or existence
         just changed in this process, and tell the other processes (without a bus
@@ -141,11 +119,7 @@ class BearerAuthenticator:
 
     def drop_user(self, user_id: str | None = None) -> None:
         """Drop the cached record of ``user_id`` (every user's when ``None``) here only."""
-        self._user_generation += 1
-        if user_id is None:
-            self._user_cache.clear()
-        else:
-            self._user_cache.pop(user_id, None)
+        self._users.drop(user_id)
 
 
 class NodeCaches:

@@ -9,8 +9,8 @@ adds what neither can do alone:
   are ended, families first revoked in the database (kill first), sessions in the
   same Redis script that stores the new one;
 * a session check returns the session and its user: the session from Redis (one
-  round trip), the user from a per-process cache of :data:`USER_CACHE_SECONDS`
-  (the database is read on a miss). Whatever ends a user's credentials ends the
+  round trip), the user from a per-process :class:`~gatepass.stores.user_cache.UserCache`
+  (30 s; the database is read on a miss). Whatever ends a user's credentials ends the
   sessions themselves, so a stale cached user never keeps a session alive; it
   only delays a change of email or roles by that long, as on the Bearer path.
 
@@ -39,12 +39,10 @@ from gatepass.stores.base import (
 from gatepass.stores.redis_connection import RedisClient
 from gatepass.stores.redis_sessions import RedisSessionStore
 from gatepass.stores.sql import SqlStore
+from gatepass.stores.user_cache import UserCache
 
 SESSION_MAC_SECRET_NAME = "redis-session-key-1"  # noqa: S105 - a row name, not a secret
 MAC_KEY_BYTES = 32
-#: Users are kept this long for session checks (the Bearer path's bound too).
-USER_CACHE_SECONDS = 30.0
-USER_CACHE_SIZE = 10_000
 
 
 def _new_key() -> str:
@@ -68,9 +66,7 @@ class SplitStore:
         #: The Redis client, shared with the counters and the event bus.
         self.redis = redis
         self._clock = clock
-        self._users: dict[str, tuple[UserRecord, float]] = {}
-        # Bumped by forget_user, so a read in flight meanwhile is not cached.
-        self._generation = 0
+        self._users = UserCache(database, clock)
 
     def __repr__(self) -> str:
         return f"SplitStore({self.database!r}, {self.sessions!r})"
@@ -140,24 +136,7 @@ class SplitStore:
     def forget_user(self, user_id: str | None) -> None:
         """Drop the cached user (its credentials, roles or existence changed), or
         every cached user (``None``: events may have been missed)."""
-        self._generation += 1
-        if user_id is None:
-            self._users.clear()
-        else:
-            self._users.pop(user_id, None)
-
-    async def _cached_user(self, user_id: str) -> UserRecord | None:
-        now = self._clock()
-        cached = self._users.get(user_id)
-        if cached is not None and now - cached[1] < USER_CACHE_SECONDS:
-            return cached[0]
-        generation = self._generation
-        user = await self.database.get_user(user_id)
-        if user is not None and generation == self._generation:
-            if len(self._users) >= USER_CACHE_SIZE:
-                del self._users[next(iter(self._users))]
-            self._users[user_id] = (user, now)
-        return user
+        self._users.drop(user_id)
 
     # sessions ----------------------------------------------------------------
 
@@ -208,7 +187,7 @@ class SplitStore:
         stored = await self.sessions.get_stored(id_hash)
         if stored is None:
             return None
-        user = await self._cached_user(stored.record.user_id)
+        user = await self._users.get(stored.record.user_id)
         if user is None:
             return None
         if stored.credential_version < user.credential_version:
@@ -232,7 +211,7 @@ class SplitStore:
         stored = await self.sessions.list_stored(user_id)
         if not stored:
             return []
-        user = await self._cached_user(user_id)
+        user = await self._users.get(user_id)
         if user is None:
             return []
         return [s.record for s in stored if s.credential_version >= user.credential_version]
