@@ -166,6 +166,15 @@ revocations = Table(
     Index("ix_gatepass_revocations_created", "created_at"),
 )
 
+#: A user's columns beside another table's (``_user(row, joined=True)`` reads them).
+_USER_COLUMNS = (
+    users.c.email,
+    users.c.password_hash,
+    users.c.roles,
+    users.c.created_at.label("user_created_at"),
+    users.c.tokens_valid_after,
+    users.c.credential_version,
+)
 _SESSION_WITH_USER = select(
     sessions.c.id_hash,
     sessions.c.handle,
@@ -175,12 +184,7 @@ _SESSION_WITH_USER = select(
     sessions.c.last_seen_at,
     sessions.c.ip,
     sessions.c.user_agent,
-    users.c.email,
-    users.c.password_hash,
-    users.c.roles,
-    users.c.created_at.label("user_created_at"),
-    users.c.tokens_valid_after,
-    users.c.credential_version,
+    *_USER_COLUMNS,
 ).join(users, users.c.id == sessions.c.user_id)
 
 
@@ -839,14 +843,6 @@ class _Verdict(enum.Enum):
     REUSE = "reuse"
 
 
-_USER_COLUMNS = (
-    users.c.email,
-    users.c.password_hash,
-    users.c.roles,
-    users.c.created_at.label("user_created_at"),
-    users.c.tokens_valid_after,
-    users.c.credential_version,
-)
 _FAMILY_COLUMNS = (
     families.c.id,
     families.c.revoked,
