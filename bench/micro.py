@@ -29,8 +29,9 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from joserfc import jwt as joserfc_jwt
 from joserfc.jwk import ECKey, OctKey, OKPKey, RSAKey
 
+from gatepass.keys import KeyRing
 from gatepass.stores.sql import SqlStore
-from gatepass.tokens import AccessTokens, KeyRing
+from gatepass.tokens import AccessTokens
 
 ISSUER = "https://auth.bench"
 AUDIENCE = "bench"

@@ -14,11 +14,11 @@ import gatepass
 from gatepass.config import load_settings
 from gatepass.core import Gatepass
 from gatepass.errors import ConfigError, DuplicateRecord, StoreUnavailable
+from gatepass.keys import KeyRing
 from gatepass.server import app as server_app
 from gatepass.sessions import CookieSigner, SessionManager, SessionPolicy
 from gatepass.stores.base import SessionLimit, SessionRecord, SigningKeyRecord, UserRecord
 from gatepass.stores.sql import SqlStore
-from gatepass.tokens import KeyRing
 from tests.conftest import FakeClock
 from tests.e2e_support import run_serve_expecting_exit
 

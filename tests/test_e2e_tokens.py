@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gatepass.tokens import KEY_RELOAD_SECONDS
+from gatepass.keys import KEY_RELOAD_SECONDS
 from tests.conftest import PASSWORD
 from tests.e2e_support import RunningServer, gatepass_command, running_server, server_env
 

@@ -14,9 +14,9 @@ import pytest
 from starlette.testclient import TestClient
 
 from gatepass.core import Gatepass
+from gatepass.keys import KeyRing
 from gatepass.revocation import REVOCATION_POLL_SECONDS
 from gatepass.stores.sql import SqlStore
-from gatepass.tokens import KeyRing
 from tests.conftest import PASSWORD, FakeClock, login, register, token_login
 
 PROBLEM = "application/problem+json"

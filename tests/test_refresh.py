@@ -405,7 +405,7 @@ def test_the_store_keeps_only_sha256_of_refresh_tokens(client: TestClient) -> No
 def test_refresh_signs_with_a_key_rotated_elsewhere_once_the_reload_interval_passed(
     client: TestClient, clock: FakeClock
 ) -> None:
-    from gatepass.tokens import KEY_RELOAD_SECONDS
+    from gatepass.keys import KEY_RELOAD_SECONDS
 
     register(client)
     pair = token_login(client)

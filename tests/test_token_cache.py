@@ -78,7 +78,9 @@ def test_cached_token_is_refused_once_expired(
 def test_cache_holds_at_most_its_bound(client: TestClient) -> None:
     register(client)
     tokens = _gatepass(client).access_tokens
-    tokens._cache_size = 3  # a small bound for the test; the default is VERIFIED_CACHE_SIZE
+    tokens.verifier._cache_size = (
+        3  # a small bound for the test; the default is VERIFIED_CACHE_SIZE
+    )
     issued = [token_login(client, kind="api")["access_token"] for _ in range(6)]
     for token in issued:
         assert bearer_me_status(client, token) == 200

@@ -23,15 +23,10 @@ from joserfc.jwk import KeySet
 from starlette.testclient import TestClient
 
 from gatepass import cli
+from gatepass.keys import KEY_RELOAD_SECONDS, KeyRing, plan_rotation
 from gatepass.stores.base import SigningKeyRecord
 from gatepass.stores.sql import SqlStore
-from gatepass.tokens import (
-    KEY_RELOAD_SECONDS,
-    AccessTokens,
-    InvalidToken,
-    KeyRing,
-    plan_rotation,
-)
+from gatepass.tokens import AccessTokens, InvalidToken
 from tests.conftest import PASSWORD, FakeClock, register
 
 T = TypeVar("T")

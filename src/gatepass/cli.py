@@ -15,11 +15,11 @@ import click
 
 from gatepass.config import Settings, load_settings
 from gatepass.errors import ConfigError, StoreError
+from gatepass.keys import KeyRing, retired_key_retention
 from gatepass.stores import migrations
 from gatepass.stores.factory import database_from_settings, store_from_settings
 from gatepass.stores.redis_connection import check_redis_url
 from gatepass.stores.sql import SqlStore
-from gatepass.tokens import KeyRing, retired_key_retention
 
 
 def _fail(message: str) -> NoReturn:

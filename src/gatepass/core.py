@@ -13,6 +13,7 @@ from gatepass.clock import Clock
 from gatepass.config import Settings
 from gatepass.devices import DeviceCookies
 from gatepass.events import EventBus, LocalEventBus
+from gatepass.keys import KeyRing, retired_key_retention
 from gatepass.metrics import Metrics
 from gatepass.passwords import PasswordHasher
 from gatepass.ratelimit import CredentialGuard, LoginThrottle, throttle_counters
@@ -23,7 +24,7 @@ from gatepass.stores.base import CounterStore, Store
 from gatepass.stores.factory import store_from_settings
 from gatepass.stores.redis_events import RedisEventBus
 from gatepass.stores.split import SplitStore
-from gatepass.tokens import AccessTokens, KeyRing, retired_key_retention
+from gatepass.tokens import AccessTokens
 
 logger = logging.getLogger("gatepass")
 

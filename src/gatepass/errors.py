@@ -18,6 +18,7 @@ and the HTTP layer never copies them into a response body.
         ├── UnsupportedMediaType     body of a type we do not read (415)
         ├── AuthenticationFailed     no valid credential (401)
         │   ├── InvalidToken         an access token was refused (``reason`` for logs)
+        │   │   └── UnknownSigningKey    its ``kid`` names no key we hold (yet)
         │   ├── InvalidRefreshToken  not a live refresh token
         │   └── CredentialsChanged   a password change or logout-all won a race with this
         ├── PermissionDenied         authenticated, but the request is not allowed (403)
@@ -149,6 +150,18 @@ class InvalidToken(AuthenticationFailed):
     def __init__(self, reason: str) -> None:
         super().__init__("Invalid access token.", token_sent=True)
         self.reason = reason
+
+
+class UnknownSigningKey(InvalidToken):
+    """The token's header passed, but its ``kid`` names no key this process holds.
+
+    Whoever holds the keys may fetch them again (at a bounded rate) and retry once;
+    ``kid`` is the attacker's text, so it is for that look-up only, never for a log.
+    """
+
+    def __init__(self, kid: str) -> None:
+        super().__init__("unknown kid")
+        self.kid = kid
 
 
 class InvalidRefreshToken(AuthenticationFailed):

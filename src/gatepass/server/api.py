@@ -20,6 +20,7 @@ from gatepass.errors import (
     RequestError,
     StoreUnavailable,
 )
+from gatepass.keys import KEY_RELOAD_SECONDS
 from gatepass.metrics import CONTENT_TYPE
 from gatepass.server import pages
 from gatepass.server.context import (
@@ -40,7 +41,6 @@ from gatepass.server.context import (
 from gatepass.server.problems import problem
 from gatepass.server.requests import is_form, read_fields, validate
 from gatepass.stores.base import UserRecord
-from gatepass.tokens import KEY_RELOAD_SECONDS
 from gatepass.web import AmbiguousCookie, check_metrics_access
 
 NO_STORE = {"Cache-Control": "no-store"}
