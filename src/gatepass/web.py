@@ -1,8 +1,10 @@
-"""Framework-neutral web rules: the server's own origins, cookies read strictly, and
-who may read ``/metrics``.
+"""Framework-neutral web rules: the server's own origins, cookie names and flags,
+cookies read strictly, the hybrid credential choice, CSRF, the client's address
+behind trusted proxies, error documents, and who may read ``/metrics``.
 
-Nothing here looks at a request object: callers pass the raw header values, so
-the auth server and every framework adapter apply the same rules.
+Nothing here looks at a request object: callers pass plain request facts (method,
+raw header values, the peer address), so the auth server and every framework
+adapter apply the same rules.
 
 * **Own origin.** It comes from configuration (``GATEPASS_PUBLIC_URL``, else the
   issuer), never from ``Host``: a DNS-rebinding page names itself in both ``Host``
@@ -15,10 +17,24 @@ the auth server and every framework adapter apply the same rules.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from gatepass._compare import constant_time_equals
-from gatepass.config import Settings, origin_of
-from gatepass.errors import AuthenticationFailed, PermissionDenied
+from gatepass.config import ProxyNet, Settings, origin_of
+from gatepass.csrf import SAFE_METHODS, check_csrf_token, check_origin
+from gatepass.devices import DEVICE_COOKIE_MAX_AGE
+from gatepass.errors import (
+    AuthenticationFailed,
+    FieldProblem,
+    GatepassError,
+    Overloaded,
+    PermissionDenied,
+    RateLimited,
+    RequestError,
+    StoreUnavailable,
+)
 
 #: Every spelling of the loopback host a browser may put in an ``Origin``.
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
@@ -150,3 +166,200 @@ def check_metrics_access(
         return
     if not is_loopback_address(client_address):
         raise PermissionDenied("Metrics are served to loopback clients only.")
+
+
+# cookies ------------------------------------------------------------------------
+
+SESSION_COOKIE_SECURE = "__Host-gatepass_session"
+SESSION_COOKIE_DEV = "gatepass_session"
+DEVICE_COOKIE_SECURE = "__Host-gatepass_device"
+DEVICE_COOKIE_DEV = "gatepass_device"
+LOGIN_CSRF_COOKIE_SECURE = "__Host-gatepass_login_csrf"
+LOGIN_CSRF_COOKIE_DEV = "gatepass_login_csrf"
+LOGIN_CSRF_MAX_AGE = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class CookieSpec:
+    """Name and flags of one of gatepass's cookies: ``HttpOnly; SameSite=Lax; Path=/``,
+    ``Secure`` (and the ``__Host-`` prefix) unless in dev mode, never a ``Domain``."""
+
+    name: str
+    max_age: int
+    secure: bool
+    path: str = "/"
+    httponly: bool = True
+    samesite: Literal["lax"] = "lax"
+
+
+def session_cookie(settings: Settings) -> CookieSpec:
+    """The session cookie; it lives as long as the absolute timeout at most."""
+    name = SESSION_COOKIE_SECURE if settings.cookie_secure else SESSION_COOKIE_DEV
+    return CookieSpec(name, settings.session_absolute_timeout, settings.cookie_secure)
+
+
+def device_cookie(settings: Settings) -> CookieSpec:
+    name = DEVICE_COOKIE_SECURE if settings.cookie_secure else DEVICE_COOKIE_DEV
+    return CookieSpec(name, DEVICE_COOKIE_MAX_AGE, settings.cookie_secure)
+
+
+def login_csrf_cookie(settings: Settings) -> CookieSpec:
+    name = LOGIN_CSRF_COOKIE_SECURE if settings.cookie_secure else LOGIN_CSRF_COOKIE_DEV
+    return CookieSpec(name, LOGIN_CSRF_MAX_AGE, settings.cookie_secure)
+
+
+def join_cookie_headers(values: Sequence[str]) -> str:
+    """Every ``Cookie`` header line as one (a second line must not hide a duplicate)."""
+    return "; ".join(values)
+
+
+# the hybrid credential ------------------------------------------------------------
+
+
+def request_credentials(
+    authorization: str | None, cookie_header: str | None, session_cookie_name: str
+) -> tuple[str | None, str | None]:
+    """The ``(authorization, session cookie)`` pair the authenticator judges.
+
+    A request with an ``Authorization`` header is judged on it alone, so the cookie
+    is not even read; without one, a session cookie sent twice is no credential at
+    all (:class:`AuthenticationFailed`), never either of its values.
+    """
+    if authorization is not None:
+        return authorization, None
+    try:
+        return None, cookie_value(cookie_header, session_cookie_name)
+    except AmbiguousCookie:
+        raise AuthenticationFailed() from None
+
+
+def enforce_csrf(
+    method: str,
+    origin: str | None,
+    trusted: Collection[str],
+    *,
+    session_csrf_token: str | None,
+    presented_token: str | None,
+) -> None:
+    """The CSRF rules for a request (:class:`~gatepass.errors.CSRFFailed` when broken).
+
+    Safe methods pass. On an unsafe one, ``Origin``, when present, must be trusted
+    whatever the credential; a cookie session (``session_csrf_token`` given) also
+    needs its token, from the ``X-CSRF-Token`` header or the form field. A Bearer
+    request (``None``) carries no ambient credential, so it needs no token.
+    """
+    if method.upper() in SAFE_METHODS:
+        return
+    check_origin(origin, trusted)
+    if session_csrf_token is not None:
+        check_csrf_token(session_csrf_token, presented_token)
+
+
+# the client's address -------------------------------------------------------------
+
+
+def _is_trusted(address: str | None, proxies: Sequence[ProxyNet]) -> bool:
+    if address is None or not proxies:
+        return False
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in proxies)
+
+
+def client_ip(
+    peer: str | None, forwarded_for: Sequence[str], proxies: Sequence[ProxyNet]
+) -> str | None:
+    """The client's address: ``peer``, unless the peer is a trusted proxy, in which
+    case the right-most ``X-Forwarded-For`` entry that is not itself a trusted proxy.
+
+    ``forwarded_for`` holds every header line: a proxy may add its own line rather
+    than append to the client's, and the client's first line must not be taken for
+    the proxy's word.
+    """
+    if not _is_trusted(peer, proxies):
+        return peer
+    forwarded = ", ".join(forwarded_for)
+    for candidate in reversed([part.strip() for part in forwarded.split(",")]):
+        try:
+            ipaddress.ip_address(candidate)
+        except ValueError:
+            return peer
+        if not _is_trusted(candidate, proxies):
+            return candidate
+    return peer
+
+
+# errors as RFC 9457 documents -----------------------------------------------------
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+#: Seconds a client is asked to wait after a store outage.
+STORE_RETRY_AFTER = 5
+STATUS_TITLES: Mapping[int, str] = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """An error answer: status, headers and an RFC 9457 body of fixed, safe text."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: Mapping[str, Any]
+
+
+def problem_body(
+    status: int, detail: str | None = None, problems: Sequence[FieldProblem] = ()
+) -> dict[str, Any]:
+    title = STATUS_TITLES.get(status, "Error")
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail or title,
+    }
+    if problems:
+        body["errors"] = [{"field": p.field, "message": p.message} for p in problems]
+    return body
+
+
+def www_authenticate(exc: AuthenticationFailed) -> str:
+    """The challenge of a 401: ``error="invalid_token"`` when a token was sent."""
+    return 'Bearer error="invalid_token"' if exc.token_sent else "Bearer"
+
+
+def problem_for(exc: GatepassError) -> Problem | None:
+    """The answer for an error a request caused, or ``None`` for one that is a bug
+    (the caller answers 500 without its text). The detail of a
+    :class:`~gatepass.errors.RequestError` is fixed text written for clients."""
+    headers: dict[str, str] = {}
+    if isinstance(exc, RequestError):
+        if isinstance(exc, AuthenticationFailed):
+            headers["WWW-Authenticate"] = www_authenticate(exc)
+        if isinstance(exc, RateLimited):
+            headers["Retry-After"] = str(exc.retry_after)
+        problems = getattr(exc, "problems", ())
+        return Problem(exc.status, headers, problem_body(exc.status, exc.detail, problems))
+    if isinstance(exc, Overloaded):
+        detail = "Too many sign-ins at once. Try again shortly."
+        return Problem(503, {"Retry-After": str(exc.retry_after)}, problem_body(503, detail))
+    if isinstance(exc, StoreUnavailable):
+        detail = "A store is unreachable. Try again later."
+        retry = {"Retry-After": str(STORE_RETRY_AFTER)}
+        return Problem(503, retry, problem_body(503, detail))
+    return None

@@ -18,34 +18,26 @@ from starlette.staticfiles import StaticFiles
 
 from gatepass.config import Settings, load_settings
 from gatepass.core import Gatepass
-from gatepass.errors import (
-    AuthenticationFailed,
-    Overloaded,
-    RateLimited,
-    RequestError,
-    StoreUnavailable,
-)
+from gatepass.errors import GatepassError, Overloaded, RequestError, StoreUnavailable
 from gatepass.passwords import PasswordHasher
 from gatepass.server import api, pages
 from gatepass.server.middleware import SecurityHeaders
-from gatepass.server.problems import problem
-from gatepass.web import trusted_origins, wildcard_bind_warning
+from gatepass.server.problems import problem, problem_response
+from gatepass.web import problem_for, trusted_origins, wildcard_bind_warning
 
 logger = logging.getLogger("gatepass.server")
 #: How often the server deletes expired sessions and refresh families.
 PRUNE_INTERVAL_SECONDS = 300
 
 
-async def _request_error(request: Request, exc: Exception) -> Response:
-    if not isinstance(exc, RequestError):  # registered for RequestError only
+async def _gatepass_error(request: Request, exc: Exception) -> Response:
+    # Registered for RequestError, Overloaded and StoreUnavailable only.
+    answer = problem_for(exc) if isinstance(exc, GatepassError) else None
+    if answer is None:
         raise exc
-    headers: dict[str, str] = {}
-    if isinstance(exc, AuthenticationFailed):
-        headers["WWW-Authenticate"] = 'Bearer error="invalid_token"' if exc.token_sent else "Bearer"
-    if isinstance(exc, RateLimited):
-        headers["Retry-After"] = str(exc.retry_after)
-    problems = getattr(exc, "problems", ())
-    return problem(exc.status, exc.detail, headers=headers, problems=problems)
+    if isinstance(exc, StoreUnavailable):
+        logger.error("store unavailable: %s", exc)
+    return problem_response(answer)
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
@@ -53,20 +45,6 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
         raise exc
     headers = dict(exc.headers or {})
     return problem(exc.status_code, None, headers=headers)
-
-
-async def _overloaded(request: Request, exc: Exception) -> Response:
-    retry_after = exc.retry_after if isinstance(exc, Overloaded) else 1
-    return problem(
-        503,
-        "Too many sign-ins at once. Try again shortly.",
-        headers={"Retry-After": str(retry_after)},
-    )
-
-
-async def _store_unavailable(request: Request, exc: Exception) -> Response:
-    logger.error("store unavailable: %s", exc)
-    return problem(503, "A store is unreachable. Try again later.", headers={"Retry-After": "5"})
 
 
 async def _client_disconnect(request: Request, exc: Exception) -> Response:
@@ -144,10 +122,10 @@ def create_app(
         ],
         middleware=[Middleware(SecurityHeaders)],
         exception_handlers={
-            RequestError: _request_error,
+            RequestError: _gatepass_error,
             HTTPException: _http_exception,
-            StoreUnavailable: _store_unavailable,
-            Overloaded: _overloaded,
+            StoreUnavailable: _gatepass_error,
+            Overloaded: _gatepass_error,
             ClientDisconnect: _client_disconnect,
             Exception: _server_error,
         },

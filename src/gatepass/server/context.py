@@ -10,19 +10,19 @@ from starlette.responses import Response
 
 from gatepass.authenticator import Identity
 from gatepass.core import Gatepass
-from gatepass.csrf import CSRF_FORM_FIELD, CSRF_HEADER, SAFE_METHODS, check_csrf_token, check_origin
-from gatepass.devices import DEVICE_COOKIE_MAX_AGE
-from gatepass.errors import AuthenticationFailed
-from gatepass.server.requests import client_ip
-from gatepass.web import AmbiguousCookie, cookie_value
-
-DEVICE_COOKIE_SECURE = "__Host-gatepass_device"
-DEVICE_COOKIE_DEV = "gatepass_device"
-SESSION_COOKIE_SECURE = "__Host-gatepass_session"
-SESSION_COOKIE_DEV = "gatepass_session"
-LOGIN_CSRF_COOKIE_SECURE = "__Host-gatepass_login_csrf"
-LOGIN_CSRF_COOKIE_DEV = "gatepass_login_csrf"
-LOGIN_CSRF_MAX_AGE = 3600
+from gatepass.csrf import CSRF_FORM_FIELD, CSRF_HEADER, check_origin
+from gatepass.web import (
+    AmbiguousCookie,
+    CookieSpec,
+    client_ip,
+    cookie_value,
+    device_cookie,
+    join_cookie_headers,
+    login_csrf_cookie,
+    request_credentials,
+    session_cookie,
+)
+from gatepass.web import enforce_csrf as enforce_csrf_rules
 
 
 def gatepass(request: Request) -> Gatepass:
@@ -30,15 +30,17 @@ def gatepass(request: Request) -> Gatepass:
 
 
 def session_cookie_name(gp: Gatepass) -> str:
-    return SESSION_COOKIE_SECURE if gp.settings.cookie_secure else SESSION_COOKIE_DEV
+    return session_cookie(gp.settings).name
 
 
 def login_csrf_cookie_name(gp: Gatepass) -> str:
-    return LOGIN_CSRF_COOKIE_SECURE if gp.settings.cookie_secure else LOGIN_CSRF_COOKIE_DEV
+    return login_csrf_cookie(gp.settings).name
 
 
 def ip_of(request: Request) -> str | None:
-    return client_ip(request, gatepass(request).settings.trusted_proxies)
+    peer = request.client.host if request.client else None
+    forwarded = request.headers.getlist("x-forwarded-for")
+    return client_ip(peer, forwarded, gatepass(request).settings.trusted_proxies)
 
 
 def user_agent_of(request: Request) -> str | None:
@@ -57,7 +59,7 @@ def enforce_origin(request: Request) -> None:
 
 def raw_cookie_header(request: Request) -> str:
     # Every Cookie header, not only the first one Starlette's request.cookies reads.
-    return "; ".join(request.headers.getlist("cookie"))
+    return join_cookie_headers(request.headers.getlist("cookie"))
 
 
 def request_cookie(request: Request, name: str) -> str | None:
@@ -76,45 +78,47 @@ def presented_session_cookie(request: Request) -> str | None:
 
 async def authenticate(request: Request) -> Identity:
     gp = gatepass(request)
-    authorization = request.headers.get("authorization")
-    cookie = None
-    if authorization is None:  # a Bearer request is judged on its header alone
-        try:
-            cookie = request_cookie(request, session_cookie_name(gp))
-        except AmbiguousCookie:
-            raise AuthenticationFailed() from None
+    authorization, cookie = request_credentials(
+        request.headers.get("authorization"),
+        raw_cookie_header(request),
+        session_cookie_name(gp),
+    )
     return await gp.authenticator.authenticate(authorization, cookie)
 
 
 def enforce_csrf(request: Request, identity: Identity, fields: dict[str, Any] | None) -> None:
-    """CSRF rules for a state-changing request: ``Origin``, when present, must be
-    trusted whatever the credential; a cookie session needs its CSRF token too."""
-    if request.method in SAFE_METHODS:
-        return
-    enforce_origin(request)
-    if identity.session is None:  # Bearer: no ambient credential, no token needed
-        return
+    """CSRF rules for a state-changing request (see :func:`gatepass.web.enforce_csrf`)."""
     presented = request.headers.get(CSRF_HEADER)
     if presented is None and fields is not None:
         value = fields.get(CSRF_FORM_FIELD)
         presented = value if isinstance(value, str) else None
-    check_csrf_token(identity.session.csrf_token, presented)
-
-
-def set_session_cookie(response: Response, gp: Gatepass, cookie_value: str) -> None:
-    response.set_cookie(
-        session_cookie_name(gp),
-        cookie_value,
-        max_age=gp.settings.session_absolute_timeout,
-        path="/",
-        secure=gp.settings.cookie_secure,
-        httponly=True,
-        samesite="lax",
+    enforce_csrf_rules(
+        request.method,
+        request.headers.get("origin"),
+        trusted_origins(request),
+        session_csrf_token=identity.session.csrf_token if identity.session else None,
+        presented_token=presented,
     )
 
 
+def set_cookie(response: Response, spec: CookieSpec, value: str) -> None:
+    response.set_cookie(
+        spec.name,
+        value,
+        max_age=spec.max_age,
+        path=spec.path,
+        secure=spec.secure,
+        httponly=spec.httponly,
+        samesite=spec.samesite,
+    )
+
+
+def set_session_cookie(response: Response, gp: Gatepass, cookie_value: str) -> None:
+    set_cookie(response, session_cookie(gp.settings), cookie_value)
+
+
 def device_cookie_name(gp: Gatepass) -> str:
-    return DEVICE_COOKIE_SECURE if gp.settings.cookie_secure else DEVICE_COOKIE_DEV
+    return device_cookie(gp.settings).name
 
 
 def presented_device_cookie(request: Request) -> str | None:
@@ -128,22 +132,15 @@ def presented_device_cookie(request: Request) -> str | None:
 def set_device_cookie(response: Response, gp: Gatepass, account: str) -> None:
     """Trust this device for ``account`` from now on (set only by a sign-in that granted
     a session or a token pair)."""
-    response.set_cookie(
-        device_cookie_name(gp),
-        gp.devices.issue(account),
-        max_age=DEVICE_COOKIE_MAX_AGE,
-        path="/",
-        secure=gp.settings.cookie_secure,
-        httponly=True,
-        samesite="lax",
-    )
+    set_cookie(response, device_cookie(gp.settings), gp.devices.issue(account))
 
 
 def clear_session_cookie(response: Response, gp: Gatepass) -> None:
+    spec = session_cookie(gp.settings)
     response.delete_cookie(
-        session_cookie_name(gp),
-        path="/",
-        secure=gp.settings.cookie_secure,
-        httponly=True,
-        samesite="lax",
+        spec.name,
+        path=spec.path,
+        secure=spec.secure,
+        httponly=spec.httponly,
+        samesite=spec.samesite,
     )

@@ -17,12 +17,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from gatepass.errors import AuthenticationFailed, Overloaded, RateLimited, RequestError
-from gatepass.server.context import (
-    LOGIN_CSRF_MAX_AGE,
-    authenticate,
-    gatepass,
-    login_csrf_cookie_name,
-)
+from gatepass.server.context import authenticate, gatepass, set_cookie
+from gatepass.web import login_csrf_cookie
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 STATIC_DIR = Path(__file__).parent / "static"
@@ -69,15 +65,7 @@ def render_login(request: Request, *, error: RequestError | Overloaded | None = 
         status = error.status
     response = _render(request, "login.html", status, csrf_token=token, error=message)
     response.headers.update(headers)
-    response.set_cookie(
-        login_csrf_cookie_name(gp),
-        token,
-        max_age=LOGIN_CSRF_MAX_AGE,
-        path="/",
-        secure=gp.settings.cookie_secure,
-        httponly=True,
-        samesite="lax",
-    )
+    set_cookie(response, login_csrf_cookie(gp.settings), token)
     return response
 
 

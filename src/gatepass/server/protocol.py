@@ -59,7 +59,7 @@ from uvicorn.protocols.http.httptools_impl import (
 )
 from uvicorn.server import ServerState
 
-from gatepass.server.problems import PROBLEM_MEDIA_TYPE
+from gatepass.web import PROBLEM_MEDIA_TYPE
 
 logger = logging.getLogger("gatepass.server")
 #: At most one warning of each kind (refused connections, oversized heads,

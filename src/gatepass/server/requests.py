@@ -1,4 +1,4 @@
-"""Reading request bodies and client facts strictly, with limits.
+"""Reading request bodies strictly, with limits.
 
 Bodies are read by hand (not ``request.json()``) so that size, encoding,
 nesting and number limits all end in a 4xx problem, never a 500.
@@ -6,16 +6,13 @@ nesting and number limits all end in a 4xx problem, never a 500.
 
 from __future__ import annotations
 
-import ipaddress
 import json
-from collections.abc import Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
-from gatepass.config import ProxyNet
 from gatepass.errors import FieldProblem, InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 
 MAX_BODY_BYTES = 64 * 1024
@@ -82,36 +79,3 @@ def validate(model: type[M], data: dict[str, Any]) -> M:
             for err in exc.errors(include_input=False, include_url=False, include_context=False)
         ]
         raise InvalidRequest("Request body is invalid.", problems=problems) from None
-
-
-def _peer(request: Request) -> str | None:
-    return request.client.host if request.client else None
-
-
-def _is_trusted(address: str | None, proxies: Sequence[ProxyNet]) -> bool:
-    if address is None or not proxies:
-        return False
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in net for net in proxies)
-
-
-def client_ip(request: Request, proxies: Sequence[ProxyNet]) -> str | None:
-    """The client's address: the peer, unless the peer is a trusted proxy, in which
-    case the right-most ``X-Forwarded-For`` entry that is not itself a trusted proxy."""
-    peer = _peer(request)
-    if not _is_trusted(peer, proxies):
-        return peer
-    # Every header line: a proxy may add its own line rather than append to the
-    # client's, and the client's first line must not be taken for the proxy's word.
-    forwarded = ", ".join(request.headers.getlist("x-forwarded-for"))
-    for candidate in reversed([part.strip() for part in forwarded.split(",")]):
-        try:
-            ipaddress.ip_address(candidate)
-        except ValueError:
-            return peer
-        if not _is_trusted(candidate, proxies):
-            return candidate
-    return peer
