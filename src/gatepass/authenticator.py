@@ -37,6 +37,15 @@ class Identity:
     family_id: str | None = None
     token_expires_at: float | None = None
 
+    @property
+    def user_id(self) -> str:
+        return self.user.id
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """The caller's roles as stored now (a token's ``roles`` claim may be older)."""
+        return tuple(self.user.roles)
+
 
 class BearerVerifier(Protocol):
     async def authenticate_bearer(self, token: str) -> Identity:

@@ -8,6 +8,8 @@ and the HTTP layer never copies them into a response body.
     ├── ConfigError                  bad or missing setting, raised at start-up
     ├── StoreError                   raised by stores, mapped from driver errors in one place
     │   ├── StoreUnavailable         a store could not be reached (fail closed: 503)
+    │   │   ├── KeysUnavailable      a verifier holds no signing keys it may still trust
+    │   │   └── RevocationsStale     a verifier's revocation feed is older than its bound
     │   └── DuplicateRecord          a write broke a uniqueness rule
     │       └── EmailTaken           a user with this (normalised) email exists
     ├── Overloaded                   password hashing is saturated (503 + ``retry_after``)
@@ -58,6 +60,16 @@ class StoreUnavailable(StoreError):
     def __init__(self, message: str = "", *, store: str | None = None) -> None:
         super().__init__(message)
         self.store = store
+
+
+class KeysUnavailable(StoreUnavailable):
+    """A verifier could not fetch the issuer's JWKS and its last good key set is past
+    the stale limit: it refuses every token rather than trust keys it cannot check."""
+
+
+class RevocationsStale(StoreUnavailable):
+    """A verifier's revocation feed has not been heard from within its bound: a
+    revoked token might pass, so none does until the feed is current again."""
 
 
 class DuplicateRecord(StoreError):
