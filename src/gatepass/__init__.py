@@ -2,12 +2,17 @@
 
 Server-side sessions for browsers and (with :mod:`gatepass.tokens`) signed
 access tokens for APIs, behind one :class:`~gatepass.authenticator.Authenticator`.
+
+The exceptions are imported here at once; the rest on first use (PEP 562), so
+that ``import gatepass.verifier`` on a resource server loads none of the server's
+stack (stores, argon2, settings, web frameworks).
 """
 
-from gatepass.accounts import Accounts
-from gatepass.authenticator import Authenticator, Identity
-from gatepass.config import Settings, load_settings
-from gatepass.core import Gatepass
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from gatepass.errors import (
     AuthenticationFailed,
     ConfigError,
@@ -21,6 +26,7 @@ from gatepass.errors import (
     InvalidRefreshToken,
     InvalidRequest,
     InvalidToken,
+    KeysUnavailable,
     NotFound,
     Overloaded,
     PasswordPolicyError,
@@ -28,12 +34,32 @@ from gatepass.errors import (
     PermissionDenied,
     RateLimited,
     RequestError,
+    RevocationsStale,
     StoreError,
     StoreUnavailable,
+    UnknownSigningKey,
     UnsupportedMediaType,
 )
-from gatepass.passwords import PasswordHasher
-from gatepass.sessions import SessionManager
+
+if TYPE_CHECKING:
+    from gatepass.accounts import Accounts
+    from gatepass.authenticator import Authenticator, Identity
+    from gatepass.config import Settings, load_settings
+    from gatepass.core import Gatepass
+    from gatepass.passwords import PasswordHasher
+    from gatepass.sessions import SessionManager
+
+#: Public names loaded on first use, and the module each comes from.
+_LAZY = {
+    "Accounts": "gatepass.accounts",
+    "Authenticator": "gatepass.authenticator",
+    "Identity": "gatepass.authenticator",
+    "Settings": "gatepass.config",
+    "load_settings": "gatepass.config",
+    "Gatepass": "gatepass.core",
+    "PasswordHasher": "gatepass.passwords",
+    "SessionManager": "gatepass.sessions",
+}
 
 __version__ = "0.1.0"
 
@@ -54,6 +80,7 @@ __all__ = [
     "InvalidRefreshToken",
     "InvalidRequest",
     "InvalidToken",
+    "KeysUnavailable",
     "NotFound",
     "Overloaded",
     "PasswordHasher",
@@ -62,11 +89,22 @@ __all__ = [
     "PermissionDenied",
     "RateLimited",
     "RequestError",
+    "RevocationsStale",
     "SessionManager",
     "Settings",
     "StoreError",
     "StoreUnavailable",
+    "UnknownSigningKey",
     "UnsupportedMediaType",
     "__version__",
     "load_settings",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gatepass' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
