@@ -515,6 +515,17 @@ def test_no_reachable_jwks_fails_closed_from_the_start(clock: FakeClock) -> None
         verifier.verify(key.token())
 
 
+def test_keys_unavailable_and_stale_revocations_are_503_with_retry_after() -> None:
+    from gatepass.web import problem_for
+
+    for exc in (KeysUnavailable("no keys"), RevocationsStale("feed silent")):
+        problem = problem_for(exc)
+        assert problem is not None
+        assert problem.status == 503
+        assert "Retry-After" in problem.headers
+        assert "no keys" not in json.dumps(problem.body)
+
+
 def test_stale_limit_is_a_constructor_argument(
     key: Key, server: JwksServer, clock: FakeClock
 ) -> None:
