@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.django_project import configure
@@ -29,6 +34,7 @@ from gatepass.integrations.django.apps import app_config  # noqa: E402
 from gatepass.passwords import PasswordHasher  # noqa: E402
 from gatepass.revocation import REVOCATION_POLL_SECONDS  # noqa: E402
 from tests.conftest import PASSWORD, FakeClock  # noqa: E402
+from tests.e2e_support import free_port, server_env, stop_process  # noqa: E402
 
 PROBLEM = "application/problem+json"
 ORIGIN = "http://testserver"
@@ -55,7 +61,7 @@ def project(data_dir: Path, clock: FakeClock, fast_hasher: PasswordHasher) -> It
         "READ_ENV": False,
         "DATA_DIR": data_dir,
         "CLOCK": clock,
-        "HASHER": fast_hasher,
+        "HASHER": lambda: fast_hasher,
         "PRUNE_INTERVAL": None,
         "SETTINGS": {"PUBLIC_URL": ORIGIN, "DEV": True},
     }
@@ -411,3 +417,89 @@ def test_principal_is_an_identity_in_embedded_mode(client: Client) -> None:
     found = runtime.authenticate(f"Bearer {access}", None)
     assert found is not None
     assert isinstance(found[0], Identity)
+
+
+# a real server: gunicorn's pre-fork workers ------------------------------------------
+
+REPO = Path(__file__).resolve().parent.parent
+SERVE_TIMEOUT = 30.0
+
+
+@contextmanager
+def gunicorn(tmp_path: Path, worker_class: str) -> Iterator[str]:
+    """The test project under gunicorn --preload with 2 workers, gatepass opened in
+    the master before the fork; stopped by its PID."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = server_env(
+        {
+            "DJANGO_GATEPASS_DATA_DIR": str(tmp_path / ".gatepass"),
+            "DJANGO_GATEPASS_PUBLIC_URL": url,
+            "DJANGO_GATEPASS_OPEN_BEFORE_FORK": "1",
+        }
+    )
+    log = (tmp_path / "gunicorn.log").open("wb")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--preload",
+            "--workers",
+            "2",
+            "--worker-class",
+            worker_class,
+            "--threads",
+            "4",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "tests.django_project.wsgi:application",
+        ],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + SERVE_TIMEOUT
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError((tmp_path / "gunicorn.log").read_text())
+            try:
+                if httpx.get(f"{url}/hello", timeout=2.0).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("gunicorn did not answer")
+            time.sleep(0.05)
+        yield url
+    finally:
+        stop_process(process)
+        log.close()
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("worker_class", ["sync", "gthread"])
+def test_every_forked_worker_opens_its_own_loop_and_store(
+    tmp_path: Path, worker_class: str
+) -> None:
+    with gunicorn(tmp_path, worker_class) as url:
+        body = {"email": "ada@example.com", "password": PASSWORD}
+        assert httpx.post(f"{url}/auth/register", json=body).status_code == 201
+        answer = httpx.post(f"{url}/auth/login", json={**body, "client": "api"})
+        access = answer.json()["access_token"]
+        pids: set[int] = set()
+        deadline = time.monotonic() + SERVE_TIMEOUT
+        # New connections until both workers answered (each fresh after the fork).
+        while len(pids) < 2 and time.monotonic() < deadline:
+            response = httpx.get(f"{url}/pid", headers={"Authorization": f"Bearer {access}"})
+            assert response.status_code == 200, response.text
+            assert response.json()["method"] == "bearer"
+            pids.add(response.json()["pid"])
+        assert len(pids) == 2
+        forged = httpx.get(f"{url}/api/me", headers={"Authorization": "Bearer forged"})
+        assert forged.status_code == 401
+        assert forged.headers["www-authenticate"] == 'Bearer error="invalid_token"'

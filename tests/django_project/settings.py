@@ -3,8 +3,13 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import tempfile
 from pathlib import Path
+
+from gatepass.passwords import PasswordHasher
+from tests.conftest import FAST_HASHER_PARAMS
 
 SECRET_KEY = "tests-only-django-secret-key-0123456789abcdef"
 DEBUG = False
@@ -34,10 +39,20 @@ REST_FRAMEWORK = {
     ],
     "EXCEPTION_HANDLER": "gatepass.integrations.django.drf.exception_handler",
 }
-# Replaced by every test; valid so that start-up (the app's ready()) passes.
+# In-process tests replace it with override_settings; a served copy of the project
+# (gunicorn, tests/test_integration_django.py) names its folder and URL in the env.
 GATEPASS = {
     "MODE": "embedded",
     "READ_ENV": False,
-    "DATA_DIR": Path(tempfile.gettempdir()) / "gatepass-django-unused",
-    "SETTINGS": {"PUBLIC_URL": "http://testserver", "DEV": True},
+    "DATA_DIR": Path(
+        os.environ.get("DJANGO_GATEPASS_DATA_DIR")
+        or Path(tempfile.gettempdir()) / "gatepass-django-unused"
+    ),
+    "HASHER": functools.partial(PasswordHasher, **FAST_HASHER_PARAMS),
+    "SETTINGS": {
+        "PUBLIC_URL": os.environ.get("DJANGO_GATEPASS_PUBLIC_URL", "http://testserver"),
+        "DEV": True,
+    },
 }
+if os.environ.get("DJANGO_GATEPASS_PUBLIC_URL"):
+    ALLOWED_HOSTS = ["127.0.0.1"]

@@ -7,6 +7,7 @@ from tests.django_project import views
 urlpatterns = [
     path("", include("gatepass.integrations.django.urls")),
     path("hello", views.hello),
+    path("pid", views.pid),
     path("notes", views.notes),
     path("django-session/start", views.django_session_start),
     path("django-session/notes", views.django_session_notes),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, ClassVar
 
 from django.http import HttpRequest, JsonResponse
@@ -23,6 +24,11 @@ def _who(request: HttpRequest) -> dict[str, Any]:
 def hello(request: HttpRequest) -> JsonResponse:
     """A plain Django view that reads ``request.gatepass_identity``."""
     return JsonResponse(_who(request))
+
+
+def pid(request: HttpRequest) -> JsonResponse:
+    """Which worker process answered, and for whom."""
+    return JsonResponse({"pid": os.getpid(), **_who(request)})
 
 
 def notes(request: HttpRequest) -> JsonResponse:

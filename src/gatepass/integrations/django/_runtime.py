@@ -11,7 +11,6 @@ the process without gatepass. Resource-server mode holds a sync
 from __future__ import annotations
 
 import asyncio
-import atexit
 import json
 import logging
 import threading
@@ -92,7 +91,6 @@ class EmbeddedRuntime:
         self._pruning: asyncio.Task[None] | None = None
         self._closed = False
         self._close_lock = threading.Lock()
-        atexit.register(self.close)
 
     def __repr__(self) -> str:
         return f"EmbeddedRuntime({self._loop!r})"
@@ -116,9 +114,9 @@ class EmbeddedRuntime:
                 from gatepass.server.app import create_app
 
                 clock = self.options.clock or time.time
-                gatepass = await Gatepass.open(
-                    self.settings, clock=clock, hasher=self.options.hasher
-                )
+                make_hasher = self.options.hasher
+                hasher = make_hasher() if make_hasher is not None else None
+                gatepass = await Gatepass.open(self.settings, clock=clock, hasher=hasher)
                 if self.options.prune_interval is not None:
                     self._pruning = asyncio.ensure_future(
                         _prune_forever(gatepass, self.options.prune_interval)
@@ -174,12 +172,16 @@ class EmbeddedRuntime:
 
     def close(self) -> None:
         """Close the store and stop the loop thread (idempotent; a no-op in a forked
-        child, whose loop is its own)."""
+        child, whose loop is its own).
+
+        Nothing calls this at interpreter exit: by then the standard library refuses
+        new work to the thread pools the stores close through, and every write has
+        committed anyway; the daemon loop thread simply ends with the process.
+        """
         with self._close_lock:
             if self._closed:
                 return
             self._closed = True
-        atexit.unregister(self.close)
         self._loop.stop(self._close)
 
 

@@ -58,11 +58,12 @@ _FEED_KEYS = frozenset({"URL", "TOKEN"})
 @dataclass(frozen=True, slots=True)
 class EmbeddedOptions:
     """What embedded mode opens: validated gatepass settings, and for tests an
-    injected clock and password hasher."""
+    injected clock and a factory of password hashers (called at each opening, so
+    a forked worker never shares its parent's hashing threads)."""
 
     settings: Settings
     clock: Callable[[], float] | None = None
-    hasher: Any = None
+    hasher: Callable[[], Any] | None = None
     prune_interval: float | None = DEFAULT_PRUNE_INTERVAL
 
 
@@ -126,7 +127,10 @@ def _embedded(config: Mapping[str, Any]) -> EmbeddedOptions:
     clock = config.get("CLOCK")
     if clock is not None and not callable(clock):
         raise _fail("CLOCK must be a callable returning seconds since the epoch")
-    return EmbeddedOptions(settings, clock, config.get("HASHER"), interval)
+    hasher = config.get("HASHER")
+    if hasher is not None and not callable(hasher):
+        raise _fail("HASHER must be a callable returning a PasswordHasher")
+    return EmbeddedOptions(settings, clock, hasher, interval)
 
 
 def _resource_server(config: Mapping[str, Any]) -> ResourceServerOptions:
