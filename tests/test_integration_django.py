@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +31,7 @@ from gatepass.integrations.django.apps import app_config  # noqa: E402
 from gatepass.passwords import PasswordHasher  # noqa: E402
 from gatepass.revocation import REVOCATION_POLL_SECONDS  # noqa: E402
 from tests.conftest import PASSWORD, FakeClock  # noqa: E402
-from tests.e2e_support import free_port, server_env, stop_process  # noqa: E402
+from tests.django_project.serving import gunicorn  # noqa: E402
 
 PROBLEM = "application/problem+json"
 ORIGIN = "http://testserver"
@@ -422,63 +419,6 @@ def test_principal_is_an_identity_in_embedded_mode(client: Client) -> None:
 # a real server: gunicorn's pre-fork workers ------------------------------------------
 
 REPO = Path(__file__).resolve().parent.parent
-SERVE_TIMEOUT = 30.0
-
-
-@contextmanager
-def gunicorn(tmp_path: Path, worker_class: str) -> Iterator[str]:
-    """The test project under gunicorn --preload with 2 workers, gatepass opened in
-    the master before the fork; stopped by its PID."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = server_env(
-        {
-            "DJANGO_GATEPASS_DATA_DIR": str(tmp_path / ".gatepass"),
-            "DJANGO_GATEPASS_PUBLIC_URL": url,
-            "DJANGO_GATEPASS_OPEN_BEFORE_FORK": "1",
-        }
-    )
-    log = (tmp_path / "gunicorn.log").open("wb")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--preload",
-            "--workers",
-            "2",
-            "--worker-class",
-            worker_class,
-            "--threads",
-            "4",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "tests.django_project.wsgi:application",
-        ],
-        cwd=REPO,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + SERVE_TIMEOUT
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError((tmp_path / "gunicorn.log").read_text())
-            try:
-                if httpx.get(f"{url}/hello", timeout=2.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError("gunicorn did not answer")
-            time.sleep(0.05)
-        yield url
-    finally:
-        stop_process(process)
-        log.close()
 
 
 @pytest.mark.e2e
@@ -486,13 +426,22 @@ def gunicorn(tmp_path: Path, worker_class: str) -> Iterator[str]:
 def test_every_forked_worker_opens_its_own_loop_and_store(
     tmp_path: Path, worker_class: str
 ) -> None:
-    with gunicorn(tmp_path, worker_class) as url:
+    env = {
+        "DJANGO_GATEPASS_DATA_DIR": str(tmp_path / ".gatepass"),
+        "DJANGO_GATEPASS_PUBLIC_URL": "{url}",
+        # gatepass opened in the master (--preload) before the fork
+        "DJANGO_GATEPASS_OPEN_BEFORE_FORK": "1",
+    }
+    args = ["--preload", "--workers", "2", "--worker-class", worker_class, "--threads", "4"]
+    app = "tests.django_project.wsgi:application"
+    log = tmp_path / "gunicorn.log"
+    with gunicorn(REPO, app, log, env, probe="/hello", args=args) as url:
         body = {"email": "ada@example.com", "password": PASSWORD}
         assert httpx.post(f"{url}/auth/register", json=body).status_code == 201
         answer = httpx.post(f"{url}/auth/login", json={**body, "client": "api"})
         access = answer.json()["access_token"]
         pids: set[int] = set()
-        deadline = time.monotonic() + SERVE_TIMEOUT
+        deadline = time.monotonic() + 30.0
         # New connections until both workers answered (each fresh after the fork).
         while len(pids) < 2 and time.monotonic() < deadline:
             response = httpx.get(f"{url}/pid", headers={"Authorization": f"Bearer {access}"})
@@ -503,3 +452,44 @@ def test_every_forked_worker_opens_its_own_loop_and_store(
         forged = httpx.get(f"{url}/api/me", headers={"Authorization": "Bearer forged"})
         assert forged.status_code == 401
         assert forged.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+
+
+# resource-server mode: tokens of a real gatepass serve, through the verifier ---------
+
+
+@pytest.fixture
+def resource_server(tmp_path: Path) -> Iterator[tuple[Any, str]]:
+    import gatepass.verifier
+    from tests.e2e_support import running_server
+
+    if not hasattr(gatepass.verifier, "Verifier"):  # pragma: no cover - until merged
+        pytest.skip("gatepass.verifier.Verifier is not on this branch")
+    with running_server(tmp_path, {"GATEPASS_DEV": "1"}) as server:
+        config = {"MODE": "resource_server", "ISSUER": server.url}
+        with override_settings(GATEPASS=config):
+            yield server, server.url
+
+
+@pytest.mark.e2e
+def test_resource_server_trusts_tokens_and_ignores_cookies(
+    resource_server: tuple[Any, str],
+) -> None:
+    _, url = resource_server
+    body = {"email": "ada@example.com", "password": PASSWORD}
+    assert httpx.post(f"{url}/auth/register", json=body).status_code == 201
+    access = httpx.post(f"{url}/auth/login", json={**body, "client": "api"}).json()
+    web = httpx.post(f"{url}/auth/login", json=body)
+    api = APIClient()
+    api.credentials(**bearer(access["access_token"]))
+    response = api.get("/api/me")
+    assert response.status_code == 200, response.content
+    assert response.json()["method"] == "bearer"
+    # The auth server's session cookie is no credential for a resource server.
+    cookie_only = APIClient()
+    cookie_only.cookies[COOKIE] = web.cookies[COOKIE]
+    assert_problem(cookie_only.get("/api/me"), 401)
+    assert _json(cookie_only.get("/hello")) == {"user": None}
+    forged = APIClient()
+    forged.credentials(HTTP_AUTHORIZATION="Bearer " + access["access_token"][:-4] + "AAAA")
+    assert_problem(forged.get("/api/me"), 401)
+    assert_problem(Client().get("/auth/me"), 404)  # gatepass's routes live on the server
