@@ -18,6 +18,7 @@ import time
 from collections.abc import Collection, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from django.core.exceptions import ImproperlyConfigured  # type: ignore[import-untyped]
 from django.http import HttpRequest, HttpResponse  # type: ignore[import-untyped]
 
 from gatepass.csrf import CSRF_FORM_FIELD, SAFE_METHODS
@@ -232,14 +233,16 @@ class ResourceServerRuntime:
 
 
 def _verifier(options: ResourceServerOptions) -> Any:
-    from gatepass.verifier import RevocationFeed, Verifier  # type: ignore[attr-defined]
+    import gatepass.verifier
 
+    if options.issuer is None:
+        raise ImproperlyConfigured("GATEPASS['ISSUER'] is required in resource-server mode")
     kwargs: dict[str, Any] = dict(options.options)
     if options.feed:
-        kwargs["revocations"] = RevocationFeed(
+        kwargs["revocations"] = gatepass.verifier.RevocationFeed(
             options.feed_url or options.issuer, token=options.feed_token
         )
-    return Verifier(options.issuer, audience=options.audience, **kwargs)
+    return gatepass.verifier.Verifier(options.issuer, audience=options.audience, **kwargs)
 
 
 def make_runtime(options: Options) -> Runtime:
