@@ -180,6 +180,16 @@ class RevocationView:
         self.bus.check_live()
         await self.sync_if_stale()
 
+    def is_current(self) -> bool:
+        """Whether :meth:`ensure_current` would pass now without reading the feed: the
+        bus is live and the feed was read within :data:`REVOCATION_POLL_SECONDS`.
+        Reads memory only, so a request thread may ask while the loop thread writes."""
+        try:
+            self.bus.check_live()
+        except StoreUnavailable:
+            return False
+        return self._clock() - self._synced_at < REVOCATION_POLL_SECONDS
+
     async def sync_quietly(self) -> None:
         """Read the feed after a local write and announce what was read on the bus;
         a failure is logged, not raised.
