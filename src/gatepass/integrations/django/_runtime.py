@@ -152,6 +152,13 @@ class EmbeddedRuntime:
         )
         if authorization is None and cookie is None:
             return None  # anonymous: no store round trip
+        opened = self._opened
+        if opened is not None and self._loop.running_here():
+            # A cached Bearer token is judged on this thread, sparing the hop to the
+            # loop; anything that needs a store read goes there.
+            identity = opened[0].authenticator.authenticate_now(authorization)
+            if identity is not None:
+                return identity, None
         return self.run(self._authenticate(authorization, cookie))
 
     def csrf_origins(self) -> Collection[str]:
