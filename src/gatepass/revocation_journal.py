@@ -221,4 +221,3 @@ def _number(value: object) -> float:
     if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
         raise ValueError("expected a finite number")
     return float(value)
-
