@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import queue
 import subprocess
 import sys
@@ -402,3 +403,53 @@ def test_a_revocation_only_redis_carries_reaches_a_subscribed_feed(
         with contextlib.suppress(AssertionError):
             probe.wait_for(0, "revoked", timeout=0.5)
     assert probe.outcomes(0) == ["stale", "ok", "revoked"]
+
+
+def test_a_forked_child_follows_the_feed_on_its_own_thread(server: RunningServer) -> None:
+    """gunicorn forks workers after the app (and its feed) was built: the parent's
+    poller does not come along, so a child that did not start its own would judge
+    on what the parent knew at the fork, until it went stale."""
+    account = Account(server, "forked@example.com")
+    pair = account.login()
+    claims = claims_of(server, pair["access_token"])
+    with RevocationFeed(server.url, token=FEED_TOKEN, max_staleness=6.0) as feed:
+        assert feed.wait_until_ready(EVENTUALLY)
+        feed.check(claims)
+        read_end, write_end = os.pipe()
+        child = os.fork()
+        if child == 0:  # the child: report what its feed says of the token, then leave
+            os.close(read_end)
+            outcome = b"timeout"
+            deadline = time.monotonic() + 5.0
+            while time.monotonic() < deadline:
+                try:
+                    feed.check(claims)
+                except InvalidToken:
+                    outcome = b"revoked"
+                    break
+                except RevocationsStale:
+                    outcome = b"stale"
+                    break
+                time.sleep(0.005)
+            os.write(write_end, outcome)
+            os._exit(0)
+        os.close(write_end)
+        try:
+            revoke_and_time(account, "/auth/logout", access_token=pair["access_token"])
+            with os.fdopen(read_end, "rb") as report:
+                outcome = report.read()
+        finally:
+            os.waitpid(child, 0)
+    assert outcome == b"revoked"
+
+
+def test_the_feed_client_loads_none_of_the_server_stack() -> None:
+    heavy = ("sqlalchemy", "pydantic", "argon2", "starlette", "jinja2", "prometheus_client")
+    script = (
+        "import sys, gatepass.verifier.revocations\n"
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]"

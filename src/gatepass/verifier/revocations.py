@@ -79,7 +79,7 @@ READ_MARGIN_SECONDS = 5.0
 BACKOFF_MIN_SECONDS = 0.05
 BACKOFF_MAX_SECONDS = 1.0
 #: How long :meth:`RevocationFeed.close` waits for the threads (they are daemons).
-CLOSE_JOIN_SECONDS = 1.0
+CLOSE_JOIN_SECONDS = 0.25
 #: The Redis subscriber wakes this often to notice :meth:`RevocationFeed.close`.
 REDIS_READ_SECONDS = 1.0
 
