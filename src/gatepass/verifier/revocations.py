@@ -177,7 +177,6 @@ class RevocationFeed:
             self._ready.set()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._pid = os.getpid()
 
     def _after_fork_in_child(self) -> None:
         # The parent's threads did not come along; its connections are dropped, not
@@ -304,11 +303,13 @@ class RevocationFeed:
     def _listen_forever(self, stop: threading.Event) -> None:
         import redis  # the verifier extra; loaded only by feeds that subscribe
 
+        url = self._redis_url
+        if url is None:
+            return
         delay = BACKOFF_MIN_SECONDS
-        assert self._redis_url is not None
         while not stop.is_set():
             client = redis.Redis.from_url(
-                self._redis_url,
+                url,
                 socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
                 socket_keepalive=True,
                 health_check_interval=5,
