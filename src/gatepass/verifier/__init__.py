@@ -27,9 +27,6 @@ See ``docs/verifier.md`` for every bound and default.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from gatepass.errors import (
     AuthenticationFailed,
     InvalidToken,
@@ -37,29 +34,16 @@ from gatepass.errors import (
     RevocationsStale,
 )
 from gatepass.verifier.client import AsyncVerifier, VerifiedToken, Verifier
-from gatepass.verifier.revocations import RevocationSource
+from gatepass.verifier.revocations import RevocationFeed, RevocationSource
 
 __all__ = [
     "AsyncVerifier",
     "AuthenticationFailed",
     "InvalidToken",
     "KeysUnavailable",
+    "RevocationFeed",
     "RevocationSource",
     "RevocationsStale",
     "VerifiedToken",
     "Verifier",
 ]
-
-#: Names of :mod:`gatepass.verifier.revocations` also offered here, loaded on first
-#: use (the feed client, which may pull in more than the JWKS cache needs).
-_FROM_REVOCATIONS = frozenset({"RevocationFeed"})
-
-
-def __getattr__(name: str) -> Any:
-    if name in _FROM_REVOCATIONS:
-        module = importlib.import_module("gatepass.verifier.revocations")
-        if hasattr(module, name):
-            value = getattr(module, name)
-            globals()[name] = value
-            return value
-    raise AttributeError(f"module 'gatepass.verifier' has no attribute {name!r}")

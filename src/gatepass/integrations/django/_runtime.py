@@ -245,7 +245,7 @@ def _verifier(options: ResourceServerOptions) -> Any:
     if options.issuer is None:
         raise ImproperlyConfigured("GATEPASS['ISSUER'] is required in resource-server mode")
     kwargs: dict[str, Any] = dict(options.options)
-    if options.feed:
+    if options.feed and options.feed_token is not None:
         kwargs["revocations"] = gatepass.verifier.RevocationFeed(
             options.feed_url or options.issuer, token=options.feed_token
         )

@@ -153,6 +153,12 @@ def _resource_server(config: Mapping[str, Any]) -> ResourceServerOptions:
         _check_keys("REVOCATION_FEED", feed, _FEED_KEYS)
         feed_url = feed.get("URL")
         feed_token = feed.get("TOKEN")
+        if not isinstance(feed_token, str) or not feed_token:
+            raise _fail(
+                "REVOCATION_FEED needs TOKEN (GATEPASS_REVOCATION_FEED_TOKEN of the server)"
+            )
+        if feed_url is not None and not isinstance(feed_url, str):
+            raise _fail("REVOCATION_FEED URL must be a string")
     return ResourceServerOptions(
         issuer=issuer,
         audience=audience,
