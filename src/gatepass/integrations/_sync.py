@@ -74,9 +74,22 @@ class LoopThread:
         ready.wait()
         # A fork copied the parent's loop object, but its thread did not come along;
         # the copy is dropped, not closed (closing it would touch the parent's fds).
+        try:
+            for hook in self._on_start:
+                future = asyncio.run_coroutine_threadsafe(hook(), loop)
+                try:
+                    future.result(DEFAULT_TIMEOUT_SECONDS)
+                except concurrent.futures.TimeoutError:
+                    future.cancel()
+                    raise TimeoutError("gatepass did not start in time") from None
+        except BaseException:
+            # A hook that failed (a store unreachable at start) must run again on the
+            # next call, not leave a loop behind that looks started.
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(DEFAULT_TIMEOUT_SECONDS)
+            loop.close()
+            raise
         self._loop, self._thread, self._pid = loop, thread, os.getpid()
-        for hook in self._on_start:
-            asyncio.run_coroutine_threadsafe(hook(), loop).result()
         return loop
 
     def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = DEFAULT_TIMEOUT_SECONDS) -> T:
