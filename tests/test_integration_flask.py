@@ -538,3 +538,22 @@ def test_forked_child_runs_its_own_loop_and_still_authenticates(host: Host) -> N
     assert first["tid"] != parent["tid"]
     # The parent's loop is untouched by the fork.
     assert body(client.get("/loop")) == parent
+
+
+def test_store_that_cannot_open_is_503_and_the_next_request_opens_it(
+    make_settings: Callable[..., Settings], clock: FakeClock, fast_hasher: PasswordHasher
+) -> None:
+    settings = make_settings()
+    database = settings.data_dir / "gatepass.db"
+    database.mkdir(parents=True)  # a folder where the database file belongs
+    ext = FlaskGatepass(settings=settings, clock=clock, hasher=fast_hasher)
+    app = build_host(ext)
+    try:
+        client = app.test_client()
+        refused = client.get("/.well-known/jwks.json")
+        assert_problem(refused, 503)
+        assert "Retry-After" in refused.headers
+        database.rmdir()  # the operator fixes it: no restart needed
+        assert client.get("/.well-known/jwks.json").status_code == 200
+    finally:
+        ext.close(app)

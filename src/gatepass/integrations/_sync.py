@@ -98,7 +98,11 @@ class LoopThread:
         Called from the loop's own thread it would wait for itself forever, so that
         is refused.
         """
-        loop = self.loop()
+        try:
+            loop = self.loop()
+        except BaseException:
+            coroutine.close()  # never scheduled: closed, so it is not reported unawaited
+            raise
         if threading.current_thread() is self._thread:
             coroutine.close()
             raise RuntimeError("LoopThread.run() called from its own loop")

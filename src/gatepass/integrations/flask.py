@@ -242,7 +242,15 @@ class _Embedded:
             # A hasher handed in before a fork holds the parent's thread pool, whose
             # threads did not come along: drop it, so hashing starts a pool here.
             self.hasher.close()
-        gp = await Gatepass.open(self.settings, clock=self.clock, hasher=self.hasher)
+        try:
+            gp = await Gatepass.open(self.settings, clock=self.clock, hasher=self.hasher)
+        except GatepassError:
+            raise
+        except Exception as exc:
+            # A database file that cannot be created or opened: an outage to this
+            # request (503), retried by the next one, logged for the operator.
+            logger.exception("opening gatepass's stores failed")
+            raise StoreUnavailable("gatepass's stores could not be opened") from exc
         pruning = asyncio.ensure_future(_prune_forever(gp))
         self.opened = _Opened(gp, create_app(gatepass=gp), pruning)
 
