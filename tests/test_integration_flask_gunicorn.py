@@ -38,6 +38,7 @@ from gatepass.integrations.flask import (
 from gatepass.stores.sql import SqlStore, users
 from tests.conftest import PASSWORD
 from tests.e2e_support import free_port, read_text, server_env, stop_process, unavailable
+from tests.servers import TEMPLATE, PostgresServer
 
 pytestmark = pytest.mark.e2e
 
@@ -125,7 +126,7 @@ def _wait_ready(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
     raise TimeoutError(f"gunicorn did not answer in {STARTUP_TIMEOUT} s:\n{read_text(log)}")
 
 
-def start_gunicorn(root: Path, args: list[str], *, preload: bool) -> Gunicorn:
+def start_gunicorn(root: Path, args: list[str], *, preload: bool, env: dict[str, str]) -> Gunicorn:
     gunicorn = Path(sys.executable).parent / "gunicorn"
     if not gunicorn.exists():
         unavailable("gunicorn is not installed in this environment")
@@ -133,6 +134,7 @@ def start_gunicorn(root: Path, args: list[str], *, preload: bool) -> Gunicorn:
     url = f"http://127.0.0.1:{port}"
     facts_path = root / "master-facts.json"
     env = {
+        **env,
         "GATEPASS_DEV": "1",  # plain http on loopback: cookies without Secure
         "GATEPASS_PUBLIC_URL": url,
         "GATEPASS_DATA_DIR": str(root / ".gatepass"),
@@ -172,9 +174,21 @@ def start_gunicorn(root: Path, args: list[str], *, preload: bool) -> Gunicorn:
     return Gunicorn(url, process, log, master)
 
 
+@dataclass(frozen=True)
+class Config:
+    args: tuple[str, ...]
+    preload: bool
+    postgresql: bool = False
+
+
+SYNC = ("--worker-class", "sync", "--workers", "2")
+GTHREAD = ("--worker-class", "gthread", "--workers", "2", "--threads", "4")
 CONFIGS = {
-    "sync": (["--worker-class", "sync", "--workers", "2"], True),
-    "gthread": (["--worker-class", "gthread", "--workers", "2", "--threads", "4"], False),
+    "sync-sqlite-preload": Config(SYNC, preload=True),
+    "gthread-sqlite": Config(GTHREAD, preload=False),
+    # asyncpg pools are bound to the loop that opened them: one per worker's loop,
+    # opened after the fork (the master's, preloaded, stays in the master).
+    "gthread-postgresql-preload": Config(GTHREAD, preload=True, postgresql=True),
 }
 
 
@@ -182,10 +196,15 @@ CONFIGS = {
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Gunicorn]:
-    args, preload = CONFIGS[request.param]
-    running = start_gunicorn(
-        tmp_path_factory.mktemp(f"gunicorn-{request.param}"), args, preload=preload
-    )
+    config = CONFIGS[request.param]
+    root = tmp_path_factory.mktemp(f"gunicorn-{request.param}")
+    env: dict[str, str] = {}
+    if config.postgresql:
+        postgres: PostgresServer = request.getfixturevalue("postgres_server")
+        name = f"flask_gunicorn_{os.getpid()}"
+        postgres.admin(f'CREATE DATABASE "{name}" TEMPLATE {TEMPLATE}')
+        env["GATEPASS_DATABASE_URL"] = postgres.url(name)
+    running = start_gunicorn(root, list(config.args), preload=config.preload, env=env)
     try:
         yield running
     finally:
