@@ -79,6 +79,11 @@ def build_host(ext: FlaskGatepass) -> Flask:
             roles=sorted(current_identity.roles),
         )
 
+    @app.get("/async")
+    @login_required
+    async def async_view() -> Any:
+        return jsonify(user_id=current_identity.user_id)
+
     @app.get("/admin")
     @roles_required("admin")
     def admin() -> Any:
@@ -261,6 +266,14 @@ def test_valid_bearer_token_reaches_the_protected_route(host: Host) -> None:
     response = host.client().get("/whoami", headers=bearer(pair["access_token"]))
     assert response.status_code == 200
     assert body(response) == {"user_id": user["id"], "method": "bearer", "roles": ["user"]}
+
+
+def test_async_view_is_guarded_like_a_sync_one(host: Host) -> None:
+    client = host.client()
+    user = register(client)
+    token = token_login(client)["access_token"]
+    assert_unauthorized(host.client().get("/async"), token_sent=False)
+    assert body(host.client().get("/async", headers=bearer(token))) == {"user_id": user["id"]}
 
 
 def test_session_cookie_reaches_the_protected_route(host: Host) -> None:
