@@ -570,3 +570,22 @@ def test_store_that_cannot_open_is_503_and_the_next_request_opens_it(
         assert client.get("/.well-known/jwks.json").status_code == 200
     finally:
         ext.close(app)
+
+
+def test_flask_adapter_exports_exactly_its_public_names() -> None:
+    import gatepass.integrations.flask as adapter
+
+    assert sorted(adapter.__all__) == [
+        "EXTENSION_KEY",
+        "FlaskGatepass",
+        "Principal",
+        "TokenVerifier",
+        "client_address",
+        "current_identity",
+        "gatepass_blueprint",
+        "get_identity",
+        "login_required",
+        "roles_required",
+        "settings_from_config",
+    ]
+    assert all(hasattr(adapter, name) for name in adapter.__all__)
