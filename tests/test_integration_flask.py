@@ -14,10 +14,13 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from flask import Flask, jsonify
 from flask.testing import FlaskClient
@@ -39,7 +42,9 @@ from gatepass.integrations.flask import (
 )
 from gatepass.passwords import PasswordHasher
 from gatepass.revocation import REVOCATION_POLL_SECONDS
+from gatepass.verifier import Verifier
 from tests.conftest import ORIGIN, PASSWORD, FakeClock
+from tests.e2e_support import running_server
 
 PROBLEM = "application/problem+json"
 SESSION = "__Host-gatepass_session"
@@ -589,3 +594,184 @@ def test_flask_adapter_exports_exactly_its_public_names() -> None:
         "settings_from_config",
     ]
     assert all(hasattr(adapter, name) for name in adapter.__all__)
+
+
+# resource-server mode: tokens of a running `gatepass serve`, through the verifier ------
+
+
+@dataclass
+class Issuer:
+    url: str
+    data_dir: Path
+
+    def account(self, email: str, *, admin: bool = False) -> tuple[str, httpx.Cookies]:
+        """Register ``email`` on the auth server; its access token and the cookies of
+        a browser sign-in there."""
+        with httpx.Client(base_url=self.url, timeout=10) as http:
+            created = http.post("/auth/register", json={"email": email, "password": PASSWORD})
+            assert created.status_code == 201, created.text
+            if admin:
+                with sqlite3.connect(self.data_dir / "gatepass.db") as conn:
+                    conn.execute(
+                        "UPDATE gatepass_users SET roles = 'user admin' WHERE id = ?",
+                        (created.json()["id"],),
+                    )
+            pair = http.post(
+                "/auth/login", json={"email": email, "password": PASSWORD, "client": "api"}
+            )
+            web = http.post("/auth/login", json={"email": email, "password": PASSWORD})
+            assert web.status_code == 200, web.text
+            return str(pair.json()["access_token"]), web.cookies
+
+
+@pytest.fixture(scope="module")
+def issuer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Issuer]:
+    root = tmp_path_factory.mktemp("issuer")
+    with running_server(root) as server:
+        yield Issuer(server.url, root / ".gatepass")
+
+
+@dataclass
+class Service:
+    app: Flask
+    verifier: Verifier
+
+    def client(self) -> FlaskClient:
+        return self.app.test_client()
+
+
+@pytest.fixture
+def make_service(issuer: Issuer) -> Iterator[Callable[..., Service]]:
+    made: list[Verifier] = []
+
+    def make(**options: Any) -> Service:
+        verifier = Verifier(issuer.url, **options)
+        made.append(verifier)
+        return Service(build_service(FlaskGatepass(verifier=verifier)), verifier)
+
+    yield make
+    for verifier in made:
+        verifier.close()
+
+
+def build_service(ext: FlaskGatepass) -> Flask:
+    app = Flask("service")
+    ext.init_app(app)
+
+    @app.get("/whoami")
+    @login_required
+    def whoami() -> Any:
+        return jsonify(user_id=current_identity.user_id, method=current_identity.method)
+
+    @app.post("/notes")
+    @login_required
+    def notes() -> Any:
+        return jsonify(saved=True), 201
+
+    @app.get("/admin")
+    @roles_required("admin")
+    def admin() -> Any:
+        return jsonify(ok=True)
+
+    return app
+
+
+@pytest.mark.e2e
+def test_resource_server_accepts_a_token_of_the_issuer(
+    issuer: Issuer, make_service: Callable[..., Service]
+) -> None:
+    token, _ = issuer.account("rs-valid@example.com")
+    response = make_service().client().get("/whoami", headers=bearer(token))
+    assert response.status_code == 200
+    assert body(response)["method"] == "bearer"
+
+
+@pytest.mark.e2e
+def test_resource_server_without_credential_is_401(make_service: Callable[..., Service]) -> None:
+    assert_unauthorized(make_service().client().get("/whoami"), token_sent=False)
+
+
+@pytest.mark.e2e
+def test_session_cookie_of_the_issuer_is_no_credential_on_a_resource_server(
+    issuer: Issuer, make_service: Callable[..., Service]
+) -> None:
+    _, cookies = issuer.account("rs-cookie@example.com")
+    client = make_service().client()
+    header = "; ".join(f"{name}={value}" for name, value in cookies.items())
+    assert header  # the issuer did set a session cookie
+    assert_unauthorized(client.get("/whoami", headers={"Cookie": header}), token_sent=False)
+
+
+@pytest.mark.e2e
+def test_forged_token_is_refused_by_a_resource_server(
+    issuer: Issuer, make_service: Callable[..., Service]
+) -> None:
+    token, _ = issuer.account("rs-forged@example.com")
+    head, payload, signature = token.split(".")
+    forged = f"{head}.{payload}.{signature[::-1]}"
+    client = make_service().client()
+    assert_unauthorized(client.get("/whoami", headers=bearer(forged)), token_sent=True)
+    basic = {"Authorization": "Basic YWRhOnB3"}
+    assert_unauthorized(client.get("/whoami", headers=basic), token_sent=True)
+
+
+@pytest.mark.e2e
+def test_expired_token_is_refused_by_a_resource_server(
+    issuer: Issuer, make_service: Callable[..., Service]
+) -> None:
+    token, _ = issuer.account("rs-expired@example.com")
+    clock = FakeClock(time.time())
+    client = make_service(clock=clock).client()
+    assert client.get("/whoami", headers=bearer(token)).status_code == 200
+    clock.advance(900 + 10 + 1)  # the issuer's default TTL and leeway
+    assert_unauthorized(client.get("/whoami", headers=bearer(token)), token_sent=True)
+
+
+@pytest.mark.e2e
+def test_plain_user_on_a_resource_servers_admin_route_is_403_admin_is_200(
+    issuer: Issuer, make_service: Callable[..., Service]
+) -> None:
+    client = make_service().client()
+    plain, _ = issuer.account("rs-plain@example.com")
+    assert_problem(client.get("/admin", headers=bearer(plain)), 403)
+    assert_unauthorized(client.get("/admin"), token_sent=False)
+    admin, _ = issuer.account("rs-admin@example.com", admin=True)
+    assert client.get("/admin", headers=bearer(admin)).status_code == 200
+
+
+@pytest.mark.e2e
+def test_bearer_post_to_a_resource_server_needs_no_csrf_token(
+    issuer: Issuer, make_service: Callable[..., Service]
+) -> None:
+    token, _ = issuer.account("rs-post@example.com")
+    response = make_service().client().post("/notes", headers=bearer(token))
+    assert response.status_code == 201
+
+
+@pytest.mark.e2e
+def test_resource_server_fails_closed_with_503_when_the_issuers_keys_are_gone(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock(time.time())
+    with running_server(tmp_path) as server:
+        token, _ = Issuer(server.url, tmp_path / ".gatepass").account("rs-down@example.com")
+        verifier = Verifier(server.url, clock=clock, stale_limit=1)
+        client = build_service(FlaskGatepass(verifier=verifier)).test_client()
+        assert client.get("/whoami", headers=bearer(token)).status_code == 200
+    try:
+        # The issuer is gone; past the key set's lifetime and its stale limit the
+        # verifier trusts no key any more.
+        clock.advance(3600 + 60)
+        response = client.get("/whoami", headers=bearer(token))
+        assert_problem(response, 503)
+        assert int(response.headers["Retry-After"]) > 0
+    finally:
+        verifier.close()
+
+
+def test_blueprint_on_a_resource_server_is_refused_at_registration() -> None:
+    app = Flask("service")
+    with Verifier("http://127.0.0.1:9") as verifier:
+        FlaskGatepass(verifier=verifier).init_app(app)
+        with pytest.raises(TypeError):
+            app.register_blueprint(gatepass_blueprint())

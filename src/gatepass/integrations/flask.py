@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from flask import Blueprint, Flask, current_app, g, request
+from flask.blueprints import BlueprintSetupState
 from flask.wrappers import Response
 from werkzeug.exceptions import HTTPException
 from werkzeug.local import LocalProxy
@@ -543,6 +544,12 @@ def _forward(**_: str) -> Response:
     return _embedded(current_app).forward()
 
 
+def _check_embedded(setup: BlueprintSetupState) -> None:
+    state = setup.app.extensions.get(EXTENSION_KEY)
+    if isinstance(state, _ResourceServer):
+        raise TypeError("a resource server serves no gatepass routes: the issuer does")
+
+
 def gatepass_blueprint(name: str = "gatepass") -> Blueprint:
     """A blueprint serving gatepass's routes (``/auth/*``, ``/.well-known/jwks.json``,
     ``/login``, ``/account`` and their static files) through the auth server's own
@@ -555,6 +562,7 @@ def gatepass_blueprint(name: str = "gatepass") -> Blueprint:
     from gatepass.server.pages import STATIC_DIR
 
     blueprint = Blueprint(name, __name__)
+    blueprint.record_once(_check_embedded)
     rules = {
         "/auth/<path:rest>": "auth",
         "/.well-known/jwks.json": "jwks",
