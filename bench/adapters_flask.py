@@ -146,15 +146,18 @@ def cpu_us(call: WsgiCall, n: int) -> float:
     return (time.process_time() - start) / n * 1e6
 
 
-def measure(calls: dict[str, WsgiCall], n: int, rounds: int) -> dict[str, float]:
-    """Median CPU µs per request of each call, rounds interleaved."""
+def measure(calls: dict[str, WsgiCall], n: int, rounds: int) -> dict[str, list[float]]:
+    """CPU µs per request of each call in each round. Rounds are short and
+    interleaved, their order reversed every other round, so a slow drift of the
+    machine's load weighs on every configuration alike."""
     for call in calls.values():  # warm-up
         cpu_us(call, max(100, n // 10))
     samples: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(rounds):
-        for name, call in calls.items():
-            samples[name].append(cpu_us(call, n))
-    return {name: statistics.median(values) for name, values in samples.items()}
+    names = list(calls)
+    for round_ in range(rounds):
+        for name in names if round_ % 2 == 0 else reversed(names):
+            samples[name].append(cpu_us(calls[name], n))
+    return samples
 
 
 def _token_from(app: Flask) -> str:
@@ -200,12 +203,15 @@ def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def report(results: dict[str, float], rows: Iterable[str]) -> None:
-    bare = results["bare Flask"]
+def report(samples: dict[str, list[float]], rows: Iterable[str]) -> None:
+    """Median CPU µs per request, and the added cost: the median over rounds of the
+    difference to bare Flask measured in the same round."""
+    bare = samples["bare Flask"]
     print(f"{'configuration':<34}{'CPU µs/req':>12}{'added µs':>10}")
-    print(f"{'bare Flask':<34}{bare:>12.1f}{'':>10}")
+    print(f"{'bare Flask':<34}{statistics.median(bare):>12.1f}{'':>10}")
     for name in rows:
-        print(f"{name:<34}{results[name]:>12.1f}{results[name] - bare:>10.1f}")
+        added = statistics.median(a - b for a, b in zip(samples[name], bare, strict=True))
+        print(f"{name:<34}{statistics.median(samples[name]):>12.1f}{added:>10.1f}")
 
 
 def main() -> None:
@@ -213,7 +219,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer requests and rounds")
     parser.add_argument("--mode", choices=["resource", "embedded", "both"], default="both")
     args = parser.parse_args()
-    n, rounds = (500, 3) if args.quick else (3000, 7)
+    n, rounds = (300, 5) if args.quick else (1000, 31)
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         folder = Path(tmp)
         calls: dict[str, WsgiCall] = {"bare Flask": wsgi_call(bare_app(), "/hello", {})}
@@ -221,9 +227,9 @@ def main() -> None:
             calls["gatepass, resource server"] = stack.enter_context(resource_row(folder))
         if args.mode in ("embedded", "both"):
             calls["gatepass, embedded"] = stack.enter_context(embedded_row(folder))
-        results = measure(calls, n, rounds)
-    print(f"{n} requests x {rounds} interleaved rounds, median CPU per request")
-    report(results, [name for name in calls if name != "bare Flask"])
+        samples = measure(calls, n, rounds)
+    print(f"{n} requests x {rounds} interleaved rounds; medians of CPU per request")
+    report(samples, [name for name in calls if name != "bare Flask"])
 
 
 if __name__ == "__main__":

@@ -348,7 +348,8 @@ class _ResourceServer:
 
     def authenticate(self) -> Principal | None:
         # A cookie is no credential here: only what the Authorization header says.
-        authorization = request.headers.get("Authorization")
+        environ = request._get_current_object().environ  # type: ignore[attr-defined]
+        authorization = environ.get("HTTP_AUTHORIZATION")
         if authorization is None:
             return None
         return self.verifier.verify_authorization(authorization)
@@ -467,14 +468,17 @@ def get_identity() -> Principal | None:
     (401), as does a store that cannot be reached (503). In embedded mode a
     cookie-authenticated unsafe request also passes the CSRF check here (403).
     """
-    cached = g.get(_G_PRINCIPAL, _UNJUDGED)
+    # Every request asks at least twice (the decorator, then the view): the proxies
+    # are resolved once per call, not once per attribute.
+    scope = g._get_current_object()
+    cached = getattr(scope, _G_PRINCIPAL, _UNJUDGED)
     if cached is _UNJUDGED:
         try:
-            principal = _state(current_app).authenticate()
+            principal = _state(current_app._get_current_object()).authenticate()  # type: ignore[attr-defined]
         except GatepassError as exc:
-            setattr(g, _G_PRINCIPAL, _Refused(exc))
+            setattr(scope, _G_PRINCIPAL, _Refused(exc))
             raise
-        setattr(g, _G_PRINCIPAL, principal)
+        setattr(scope, _G_PRINCIPAL, principal)
         return principal
     if isinstance(cached, _Refused):
         raise cached.error
@@ -497,7 +501,7 @@ def _require(roles: Collection[str]) -> Principal:
     principal = get_identity()
     if principal is None:
         raise AuthenticationFailed()
-    if not set(roles) <= set(principal.roles):
+    if roles and not set(roles) <= set(principal.roles):
         raise PermissionDenied("A required role is missing.")
     return principal
 
