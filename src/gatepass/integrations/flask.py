@@ -265,9 +265,16 @@ class _Embedded:
         """``await func(gatepass)`` on the loop; a loop that does not answer in time
         counts as a store that does not (503)."""
 
+        return self._on_loop(lambda opened: func(opened.gatepass))
+
+    def _on_loop(self, func: Callable[[_Opened], Awaitable[T]]) -> T:
         async def run() -> T:
-            assert self.opened is not None  # opened by the start hook, before this runs
-            return await func(self.opened.gatepass)
+            # Opened by the loop's start hook before anything else runs there; gone
+            # only when close() won a race with this request.
+            opened = self.opened
+            if opened is None:
+                raise StoreUnavailable("gatepass is closed")
+            return await func(opened)
 
         try:
             return self.loop.run(run())
@@ -316,13 +323,8 @@ class _Embedded:
             scheme=request.scheme,
         )
 
-        async def forward(gp: Gatepass) -> Any:
-            assert self.opened is not None
-            return await call_asgi(self.opened.asgi, bridged)
-
-        answer = self.call(forward)
-        response = Response(answer.body, status=answer.status, headers=answer.headers)
-        return response
+        answer = self._on_loop(lambda opened: call_asgi(opened.asgi, bridged))
+        return Response(answer.body, status=answer.status, headers=answer.headers)
 
     def close(self) -> None:
         self.loop.stop(self._close)
