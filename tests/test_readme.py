@@ -4,6 +4,7 @@ from its code blocks and sent to the real app."""
 from __future__ import annotations
 
 import ast
+import importlib
 import json
 import re
 from pathlib import Path
@@ -54,3 +55,20 @@ def test_readme_register_and_login_examples_work_as_written(client: TestClient) 
         assert response.status_code == expected, (path, response.text)
         if body.get("client") == "mobile":
             assert response.json()["token_type"] == "Bearer"
+
+
+def test_every_gatepass_name_the_readme_imports_exists() -> None:
+    """The quick starts name real modules and classes (a rename breaks this test,
+    not a reader's first try)."""
+    imported: list[tuple[str, str]] = []
+    for language, code in CODE_BLOCK.findall(README.read_text()):
+        if language != "python":
+            continue
+        for node in ast.walk(ast.parse(code)):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("gatepass"):
+                imported += [(str(node.module), alias.name) for alias in node.names]
+    # The core, the verifier and each adapter imported by name (Django names its
+    # classes in settings strings instead).
+    assert len({module for module, _ in imported}) >= 5
+    for module, name in imported:
+        assert hasattr(importlib.import_module(module), name), f"{module}.{name}"

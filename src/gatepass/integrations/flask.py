@@ -289,7 +289,14 @@ class _Embedded:
         )
         if authorization is None and cookie is None:
             return None  # nothing sent: anonymous, and no trip to the loop
-        identity = self.call(lambda gp: gp.authenticator.authenticate(authorization, cookie))
+        identity = None
+        opened = self.opened
+        if opened is not None and self.loop.running_here():
+            # A cached Bearer token is judged on this thread, sparing the hop to the
+            # loop; anything that needs a store read goes there.
+            identity = opened.gatepass.authenticator.authenticate_now(authorization)
+        if identity is None:
+            identity = self.call(lambda gp: gp.authenticator.authenticate(authorization, cookie))
         session = identity.session
         unsafe = request.method.upper() not in SAFE_METHODS
         enforce_csrf(
