@@ -332,8 +332,12 @@ def test_a_feed_in_process_refuses_a_revoked_token_and_passes_a_live_one(
 
 def test_misconfigured_feeds_are_refused_at_construction() -> None:
     cases: list[tuple[dict[str, Any], str]] = [
-        ({"url": "ftp://example.com"}, "url"),
-        ({"url": "http://example.com?x=1"}, "url"),
+        ({"url": "ftp://example.com"}, "URL"),
+        ({"url": "https://example.com?x=1"}, "url"),
+        # Plain http to another host: anyone on the path could read the feed token
+        # and answer "nothing revoked" to every poll.
+        ({"url": "http://auth.example.com"}, "must be https"),
+        ({"url": "https://user:secret@auth.example.com"}, "credentials"),
         ({"token": ""}, "token"),
         ({"token": "with space "}, "token"),
         ({"max_staleness": 0}, "max_staleness"),
@@ -348,6 +352,13 @@ def test_misconfigured_feeds_are_refused_at_construction() -> None:
         url = arguments.pop("url")
         with pytest.raises(ValueError, match=message):
             RevocationFeed(url, start=False, **arguments)
+
+
+def test_plain_http_to_a_remote_feed_takes_an_explicit_opt_in() -> None:
+    feed = RevocationFeed(
+        "http://auth.example.com", token=FEED_TOKEN, start=False, allow_insecure_http=True
+    )
+    feed.close()
 
 
 def test_feed_repr_hides_its_token() -> None:

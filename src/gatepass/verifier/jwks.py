@@ -97,17 +97,23 @@ def check_jwks_url(url: str, *, allow_insecure_http: bool = False) -> str:
     ``allow_insecure_http=True``. Credentials in the URL are refused (they would
     reach logs).
     """
+    return check_fetch_url(url, "the JWKS URL", allow_insecure_http=allow_insecure_http)
+
+
+def check_fetch_url(url: str, what: str, *, allow_insecure_http: bool = False) -> str:
+    """The rule of :func:`check_jwks_url` for any URL a verifier trusts the answers
+    of (the JWKS, the revocation feed); ``what`` names it in the error."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
-        raise ValueError("the JWKS URL must be http or https")
+        raise ValueError(f"{what} must be http or https")
     host = parts.hostname
     if not host:
-        raise ValueError("the JWKS URL has no host")
+        raise ValueError(f"{what} has no host")
     if parts.username is not None or parts.password is not None:
-        raise ValueError("the JWKS URL must not carry credentials")
+        raise ValueError(f"{what} must not carry credentials")
     if parts.scheme == "http" and not is_loopback_host(host) and not allow_insecure_http:
         raise ValueError(
-            "the JWKS URL must be https unless its host is loopback "
+            f"{what} must be https unless its host is loopback "
             "(allow_insecure_http=True accepts plain http anyway)"
         )
     return url

@@ -49,6 +49,7 @@ from gatepass.events import Revoked
 from gatepass.revocation_journal import FeedEntry, FeedPage, page_from_json
 from gatepass.stores.base import RevocationEvent
 from gatepass.tokens import AccessClaims
+from gatepass.verifier.jwks import check_fetch_url
 
 logger = logging.getLogger("gatepass.verifier.revocations")
 
@@ -115,10 +116,12 @@ class RevocationFeed:
         start: bool = True,
         clock: Clock = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        allow_insecure_http: bool = False,
     ) -> None:
+        # Plain http to another host would let anyone on the path read the feed token
+        # and answer every poll with "nothing revoked", keeping the feed fresh.
+        check_fetch_url(url, "the feed URL", allow_insecure_http=allow_insecure_http)
         parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError("url must be the auth server's http(s) base URL")
         if parts.query or parts.fragment:
             raise ValueError("url must have no query or fragment")
         if not token or token != token.strip() or any(c in token for c in "\r\n"):
@@ -266,14 +269,15 @@ class RevocationFeed:
             while not stop.is_set():
                 try:
                     page = self._poll_once(client)
-                except _PollFailed as exc:
-                    self._note_down(str(exc))
+                    if stop.is_set():
+                        return
+                    self._apply_page(page, self._monotonic())
+                except Exception as exc:  # whatever a server sends, the thread lives on
+                    reason = str(exc) if isinstance(exc, _PollFailed) else type(exc).__name__
+                    self._note_down(reason)
                     stop.wait(delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
                     delay = min(delay * 2, BACKOFF_MAX_SECONDS)
                     continue
-                if stop.is_set():
-                    return
-                self._apply_page(page, self._monotonic())
                 delay = BACKOFF_MIN_SECONDS
 
     def _poll_once(self, client: httpx.Client) -> FeedPage:
@@ -297,7 +301,7 @@ class RevocationFeed:
             raise _PollFailed(f"feed answered HTTP {response.status_code}")
         try:
             return page_from_json(response.json())
-        except ValueError:  # json's errors are ValueErrors too
+        except (ValueError, RecursionError):  # json's errors are ValueErrors too
             raise _PollFailed("feed answer is malformed") from None
 
     def _listen_forever(self, stop: threading.Event) -> None:
