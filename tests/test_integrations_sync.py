@@ -146,3 +146,21 @@ def test_the_bridge_passes_every_request_fact_and_collects_the_answer() -> None:
         b'{"method":"POST","path":"/auth/echo","query":"a=1",'
         b'"cookies":["x=1","x=2"],"client":"192.0.2.1","body":"hello"}'
     )
+
+
+async def _long_poll(request: Request) -> JSONResponse:
+    await request.body()
+    for _ in range(5):
+        if await request.is_disconnected():
+            return JSONResponse({"gone": True}, status_code=204)
+        await asyncio.sleep(0.01)
+    return JSONResponse({"gone": False})
+
+
+def test_a_bridged_long_poll_is_not_told_its_client_left() -> None:
+    # The sync server still holds the client: reporting a disconnect would end every
+    # long poll (the revocation feed's) early with no answer.
+    app = Starlette(routes=[Route("/auth/wait", _long_poll, methods=["GET"])])
+    response = asyncio.run(call_asgi(app, BridgedRequest(method="GET", path="/auth/wait")))
+    assert response.status == 200
+    assert response.body == b'{"gone":false}'

@@ -10,6 +10,7 @@ JSON or HTML documents, never streams.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,7 +48,7 @@ async def call_asgi(app: ASGIApp, request: BridgedRequest) -> BridgedResponse:
     """Run one HTTP request through ``app`` and collect its answer."""
     scope: dict[str, Any] = {
         "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
         "http_version": "1.1",
         "method": request.method.upper(),
         "scheme": request.scheme,
@@ -67,9 +68,11 @@ async def call_asgi(app: ASGIApp, request: BridgedRequest) -> BridgedResponse:
     async def receive() -> Message:
         nonlocal body_sent
         if body_sent:
-            # The app read everything; a further receive() waits for a disconnect
-            # that a collected answer never has, so say the client is gone.
-            return {"type": "http.disconnect"}
+            # The whole request was handed over; there is no disconnect to report
+            # (the sync server holds the client), so a further receive() waits, as it
+            # would on an open connection. A long poll asking "disconnected yet?"
+            # must not read an answer into this.
+            await asyncio.Event().wait()
         body_sent = True
         return {"type": "http.request", "body": request.body, "more_body": False}
 

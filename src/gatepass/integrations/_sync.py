@@ -21,8 +21,9 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
-#: How long a sync caller waits for one coroutine before giving up on it.
-DEFAULT_TIMEOUT_SECONDS = 30.0
+#: How long a sync caller waits for one coroutine before giving up on it: longer
+#: than the revocation feed's longest long poll (30 s), which a bridged route holds.
+DEFAULT_TIMEOUT_SECONDS = 45.0
 
 
 class LoopThread:
