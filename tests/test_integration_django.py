@@ -237,6 +237,53 @@ def test_dead_session_cookie_is_refused(client: Client) -> None:
     assert response["WWW-Authenticate"] == "Bearer"
 
 
+def test_dead_session_cookie_is_cleared_so_public_pages_work_again(client: Client) -> None:
+    # An idled-out session must not turn every page of the site into a 401.
+    client.cookies[COOKIE] = "expired-session-id.signature"
+    refused = client.get("/hello")
+    assert_problem(refused, 401)
+    assert refused.cookies[COOKIE].value == ""
+    assert refused.cookies[COOKIE]["max-age"] == 0
+    del client.cookies[COOKIE]  # what a browser does with max-age=0
+    assert client.get("/hello").status_code == 200
+
+
+def test_a_refused_bearer_token_leaves_the_session_cookie_alone(client: Client) -> None:
+    register(client)
+    web_login(client)
+    refused = client.get("/hello", HTTP_AUTHORIZATION="Bearer forged")
+    assert_problem(refused, 401)
+    assert COOKIE not in refused.cookies
+
+
+def test_bearer_post_from_a_foreign_origin_is_refused(project: None) -> None:
+    # Embedded, Origin is checked on every unsafe request, as on the auth server.
+    client = Client()
+    register(client)
+    response = client.post("/notes", HTTP_ORIGIN="https://evil.example", **bearer(token(client)))
+    assert_problem(response, 403)
+
+
+def test_stores_that_cannot_be_opened_are_503_not_500(
+    data_dir: Path, clock: FakeClock, fast_hasher: PasswordHasher, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    config = {
+        "MODE": "embedded",
+        "READ_ENV": False,
+        "DATA_DIR": blocker / ".gatepass",  # under a file: cannot be created
+        "CLOCK": clock,
+        "HASHER": lambda: fast_hasher,
+        "PRUNE_INTERVAL": None,
+        "SETTINGS": {"PUBLIC_URL": ORIGIN, "DEV": True},
+    }
+    with override_settings(GATEPASS=config):
+        response = Client().get("/hello", HTTP_AUTHORIZATION="Bearer some-token")
+        assert_problem(response, 503)
+        assert response["Retry-After"]
+
+
 # CSRF ---------------------------------------------------------------------------------
 
 

@@ -117,7 +117,15 @@ class EmbeddedRuntime:
                 clock = self.options.clock or time.time
                 make_hasher = self.options.hasher
                 hasher = make_hasher() if make_hasher is not None else None
-                gatepass = await Gatepass.open(self.settings, clock=clock, hasher=hasher)
+                try:
+                    gatepass = await Gatepass.open(self.settings, clock=clock, hasher=hasher)
+                except GatepassError:
+                    raise
+                except Exception as exc:
+                    # A data folder that cannot be created, a file that cannot be
+                    # opened: an outage to this request (503), retried by the next.
+                    logger.exception("opening gatepass's stores failed")
+                    raise StoreUnavailable("gatepass's stores could not be opened") from exc
                 if self.options.prune_interval is not None:
                     self._pruning = asyncio.ensure_future(
                         _prune_forever(gatepass, self.options.prune_interval)
@@ -283,13 +291,18 @@ def authenticate_request(runtime: Runtime, request: HttpRequest) -> Principal | 
     if found is None:
         return None
     principal, session_csrf_token = found
-    if session_csrf_token is not None and request.method not in SAFE_METHODS:
+    if request.method not in SAFE_METHODS and (
+        session_csrf_token is not None or runtime.mode == "embedded"
+    ):
+        # Embedded, Origin is checked on every unsafe request (as the server and the
+        # other adapters do), the token on a cookie session's. A resource server
+        # takes Bearer tokens only, no ambient credential: its origins are CORS's.
         enforce_csrf(
             request.method,
             request.META.get("HTTP_ORIGIN"),
             runtime.csrf_origins(),
             session_csrf_token=session_csrf_token,
-            presented_token=_presented_csrf_token(request),
+            presented_token=_presented_csrf_token(request) if session_csrf_token else None,
         )
     return principal
 

@@ -26,13 +26,14 @@ from typing import Any
 from django.conf import settings  # type: ignore[import-untyped]
 from django.http import HttpRequest, HttpResponse  # type: ignore[import-untyped]
 
-from gatepass.errors import GatepassError
+from gatepass.errors import AuthenticationFailed, GatepassError
 from gatepass.integrations.django._runtime import (
     Principal,
     authenticate_request,
     problem_response,
 )
 from gatepass.integrations.django.apps import app_config
+from gatepass.web import session_cookie
 
 #: Set on a request once the middleware judged it (so DRF does not judge it again).
 CHECKED_ATTRIBUTE = "_gatepass_checked"
@@ -63,10 +64,22 @@ class GatepassMiddleware:
     ) -> HttpResponse | None:
         if getattr(view_func, BRIDGE_ATTRIBUTE, False):
             return None
+        runtime = self._app.runtime
         try:
-            principal = authenticate_request(self._app.runtime, request)
+            principal = authenticate_request(runtime, request)
         except GatepassError as exc:
-            return problem_response(exc)
+            response = problem_response(exc)
+            settings_of_runtime = getattr(runtime, "settings", None)
+            if (
+                isinstance(exc, AuthenticationFailed)
+                and "HTTP_AUTHORIZATION" not in request.META
+                and settings_of_runtime is not None
+            ):
+                # Judged on the session cookie alone, and it is dead: forget it, or
+                # every page (public ones too) answers 401 until the next sign-in.
+                spec = session_cookie(settings_of_runtime)
+                response.delete_cookie(spec.name, path=spec.path, samesite="Lax")
+            return response
         request.gatepass_identity = principal
         setattr(request, CHECKED_ATTRIBUTE, True)
         if principal is not None and not _carries_django_session(request):
