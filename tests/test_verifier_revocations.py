@@ -464,3 +464,38 @@ def test_the_feed_client_loads_none_of_the_server_stack() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_a_hostile_answer_does_not_kill_the_feed_thread() -> None:
+    # JSON nested deep enough to overflow the parser: were the thread to die, the
+    # feed would stay stale for good (every token 503) even after the server heals.
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    answers: list[int] = []
+
+    class Hostile(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"[" * 200_000
+            answers.append(1)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hostile)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    feed = RevocationFeed(f"http://127.0.0.1:{server.server_port}", token=FEED_TOKEN)
+    try:
+        deadline = time.monotonic() + 10
+        while len(answers) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(answers) >= 3  # it kept polling after the first hostile answer
+        assert all(thread.is_alive() for thread in feed._threads)
+    finally:
+        feed.close()
+        server.shutdown()
+        server.server_close()
