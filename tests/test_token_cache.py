@@ -98,3 +98,32 @@ def test_tampered_copy_of_a_cached_token_is_refused(client: TestClient) -> None:
     tampered = f"{head}.{payload}.{signature[:-2]}{'AA' if signature[-2:] != 'AA' else 'BB'}"
     assert bearer_me_status(client, tampered) == 401
     assert bearer_me_status(client, token) == 200
+
+
+def test_forged_tokens_with_fresh_header_spellings_do_not_enter_the_header_cache(
+    client: TestClient,
+) -> None:
+    # Many spellings of a valid header (typ casing, key order) with junk signatures:
+    # remembered, they would evict the real headers and cost a lock each.
+    import base64
+    import itertools
+    import json
+
+    register(client)
+    token = token_login(client, kind="api")["access_token"]
+    assert bearer_me_status(client, token) == 200
+    verifier = _gatepass(client).access_tokens.verifier
+    before = dict(verifier._headers)
+    header = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))
+    _, payload, signature = token.split(".")
+    spellings = {
+        "".join(c) for c in itertools.product(*[(ch.lower(), ch.upper()) for ch in "at+jwt"])
+    }
+    for typ in sorted(spellings):
+        for order in (("alg", "kid", "typ"), ("typ", "kid", "alg")):
+            fields = {**header, "typ": typ}
+            raw = json.dumps({name: fields[name] for name in order}).encode()
+            forged_header = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+            forged = f"{forged_header}.{payload}.{signature[:-4]}AAAA"
+            assert bearer_me_status(client, forged) == 401
+    assert verifier._headers == before

@@ -260,8 +260,8 @@ class TokenVerifier:
         # token invalid with time, so a hit re-checks it; a hit also re-checks that
         # its key is still held, so a removed key fails its tokens at once.
         self._verified: dict[bytes, tuple[AccessClaims, str]] = {}
-        # Encoded header -> kid, for headers that passed every header rule.
-        self._headers: dict[str, str] = {}
+        # Encoded header -> (kid, alg), for headers of tokens whose signature passed.
+        self._headers: dict[str, tuple[str, str]] = {}
         # Only insertions and evictions take it; reads are single dict operations.
         self._lock = threading.Lock()
 
@@ -275,11 +275,11 @@ class TokenVerifier:
         if cached is not None:
             claims, kid = cached
             if self._keys.get(kid) is None:
-                self._verified.pop(digest, None)
+                self._forget(digest)
                 raise InvalidToken("signing key removed")
             if claims.exp + self._leeway > self._clock():
                 return claims
-            self._verified.pop(digest, None)
+            self._forget(digest)
             raise InvalidToken("expired")
         claims, kid = self._verify_uncached(token)
         self._remember(self._verified, digest, (claims, kid), self._cache_size)
@@ -291,24 +291,35 @@ class TokenVerifier:
         return len(self._verified)
 
     def _remember(self, cache: dict[Any, Any], key: Any, value: Any, limit: int) -> None:
+        # Every change to a cache happens under the lock: an eviction iterates, and
+        # a change from another thread during that would break it.
         with self._lock:
             while len(cache) >= limit:
                 del cache[next(iter(cache))]
             cache[key] = value
 
+    def _forget(self, digest: bytes) -> None:
+        with self._lock:
+            self._verified.pop(digest, None)
+
     def _key_for_header(self, header_b64: str) -> VerificationKey:
         """Steps 2 and 3: the header's rules, and the key it names (by ``kid`` only).
 
-        Tokens of one deployment share a handful of headers, so a header that
-        passed is remembered (bounded) by its exact encoding; the key is still
-        looked up every time, so a removed key fails at once.
+        Tokens of one deployment share a handful of headers, so a header is
+        remembered (bounded) by its exact encoding once a token carrying it passed
+        its signature check: junk tokens cannot flood the memory out. The key is
+        still looked up, and its algorithm compared, every time, so a removed or
+        replaced key fails at once.
         """
-        known_kid = self._headers.get(header_b64)
-        if known_kid is not None:
-            known = self._keys.get(known_kid)
-            if known is None:
+        known = self._headers.get(header_b64)
+        if known is not None:
+            known_kid, known_alg = known
+            key = self._keys.get(known_kid)
+            if key is None:
                 raise UnknownSigningKey(known_kid)
-            return known
+            if key.alg != known_alg:
+                raise InvalidToken("alg does not match the key")
+            return key
         header = _json_object(_b64decode_canonical(header_b64), "header")
         if not set(header) <= ALLOWED_HEADER_PARAMS:
             raise InvalidToken("header parameter not allowed")
@@ -324,7 +335,6 @@ class TokenVerifier:
             raise UnknownSigningKey(kid)
         if alg != key.alg:
             raise InvalidToken("alg does not match the key")
-        self._remember(self._headers, header_b64, kid, HEADER_CACHE_SIZE)
         return key
 
     def _verify_uncached(self, token: str) -> tuple[AccessClaims, str]:
@@ -336,6 +346,8 @@ class TokenVerifier:
         signing_input = f"{header_b64}.{payload_b64}".encode("ascii")
         if not ALGORITHMS[key.alg].verify(signing_input, key.verifying_key, signature):
             raise InvalidToken("bad signature")
+        if header_b64 not in self._headers:
+            self._remember(self._headers, header_b64, (key.kid, key.alg), HEADER_CACHE_SIZE)
         claims = _json_object(_b64decode_canonical(payload_b64), "payload")
         verified = validate_claims(
             claims,
