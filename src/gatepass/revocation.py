@@ -278,7 +278,8 @@ class RevocationView:
             highest = max(0.0 if current is None else current, event.value)
             changed = current is None or highest > current
             self._epochs[event.subject] = highest
-            self._created[("epoch", event.subject)] = event.created_at
+            if changed:  # an older epoch arriving late must not shorten the newer's life
+                self._created[("epoch", event.subject)] = event.created_at
         if changed:
             value = self._epochs[event.subject] if event.kind == "epoch" else 0.0
             expires_at = event.created_at + self._retention
