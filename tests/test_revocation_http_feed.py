@@ -319,3 +319,26 @@ def test_feed_fails_closed_with_503_when_the_store_is_down(
     assert response.status_code == 503
     assert response.headers["content-type"].startswith(PROBLEM)
     assert "revocations" not in response.json()
+
+
+def test_long_polls_beyond_the_cap_are_refused_with_retry_after(
+    make_client: Callable[..., TestClient],
+) -> None:
+    # A holder of the feed token opening long polls without end must not pin the
+    # server's memory and tasks: beyond the cap they are told to come back.
+    from gatepass.server.revocations import MAX_LONG_POLLS
+
+    client = make_client(revocation_feed_token=FEED_TOKEN)
+    cursor = client.get(FEED, headers=auth()).json()["cursor"]
+    journal = _gatepass(client).revocations.journal
+    journal.long_polls = MAX_LONG_POLLS  # as many as the cap, all waiting
+    refused = client.get(FEED, params={"cursor": cursor, "wait": "5"}, headers=auth())
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"] == "1"
+    assert refused.headers["content-type"].startswith(PROBLEM)
+    # An answer that does not wait is still given.
+    assert client.get(FEED, params={"cursor": cursor}, headers=auth()).status_code == 200
+    journal.long_polls = 0
+    answered = client.get(FEED, params={"cursor": cursor, "wait": "0.2"}, headers=auth())
+    assert answered.status_code == 200
+    assert journal.long_polls == 0  # released after the answer

@@ -105,6 +105,8 @@ class RevocationJournal:
         self._dropped_through = 0
         self._entries: deque[tuple[int, FeedEntry]] = deque()
         self._waiters: set[asyncio.Future[None]] = set()
+        #: Long polls held open right now (the server caps them).
+        self.long_polls = 0
 
     def __repr__(self) -> str:
         return f"RevocationJournal(boot={self.boot!r}, sequence={self._sequence})"

@@ -24,14 +24,18 @@ from starlette.responses import JSONResponse, Response
 
 from gatepass._compare import constant_time_equals
 from gatepass.errors import AuthenticationFailed, InvalidRequest
-from gatepass.revocation import REVOCATION_POLL_SECONDS
-from gatepass.revocation_journal import FeedPage, page_json, parse_cursor
+from gatepass.revocation import REVOCATION_POLL_SECONDS, RevocationView
+from gatepass.revocation_journal import FeedPage, RevocationJournal, page_json, parse_cursor
 from gatepass.server.context import gatepass
 from gatepass.server.problems import problem
 
 PATH = "/auth/revocations"
 #: The longest a reader may ask the server to hold a request open.
 MAX_WAIT_SECONDS = 30
+#: Long polls one process holds open at once; beyond, 503 + Retry-After (each
+#: resource-server process needs one, so this is many services' worth).
+MAX_LONG_POLLS = 256
+LONG_POLL_RETRY_AFTER = 1
 _WAIT = re.compile(r"[0-9]{1,2}(?:\.[0-9]{1,3})?")
 _BEARER = "bearer "
 NO_STORE = {"Cache-Control": "no-store"}
@@ -82,20 +86,42 @@ async def revocation_feed(request: Request) -> Response:
     journal = view.journal
     deadline = time.monotonic() + wait
     await view.ensure_current()
+    if wait > 0 and journal.long_polls >= MAX_LONG_POLLS:
+        return problem(
+            503,
+            "Too many readers are waiting on the feed. Try again shortly.",
+            headers={"Retry-After": str(LONG_POLL_RETRY_AFTER), **NO_STORE},
+        )
+    journal.long_polls += 1
+    try:
+        page = await _next_page(request, journal, view, cursor, deadline)
+    finally:
+        journal.long_polls -= 1
+    if page is None:
+        return Response(status_code=204)
+    return JSONResponse(page_json(page), headers=NO_STORE)
+
+
+async def _next_page(
+    request: Request,
+    journal: RevocationJournal,
+    view: RevocationView,
+    cursor: str | None,
+    deadline: float,
+) -> FeedPage | None:
+    """The page to answer with, once there is news or the wait is over; ``None``
+    when the client left meanwhile."""
     while True:
         entries = journal.since(cursor)
         if entries is None:
-            page = FeedPage(journal.cursor, True, view.live_entries(), view.retention)
-            break
+            return FeedPage(journal.cursor, True, view.live_entries(), view.retention)
         remaining = deadline - time.monotonic()
         if entries or remaining <= 0 or cursor is None:
-            page = FeedPage(journal.cursor, False, entries, view.retention)
-            break
+            return FeedPage(journal.cursor, False, entries, view.retention)
         # Woken by news at once; else every poll interval, so other nodes' entries
         # that only the database carries are read in time and the answer, when it
         # comes, vouches for a current view.
         await journal.wait(cursor, min(remaining, REVOCATION_POLL_SECONDS))
         await view.ensure_current()
         if await request.is_disconnected():
-            return Response(status_code=204)
-    return JSONResponse(page_json(page), headers=NO_STORE)
+            return None
