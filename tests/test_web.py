@@ -10,14 +10,31 @@ from pathlib import Path
 import pytest
 
 from gatepass.config import Settings, load_settings
-from gatepass.errors import AuthenticationFailed, ConfigError, PermissionDenied
+from gatepass.errors import (
+    AuthenticationFailed,
+    ConfigError,
+    CSRFFailed,
+    GatepassError,
+    InvalidToken,
+    KeysUnavailable,
+    Overloaded,
+    PermissionDenied,
+    RateLimited,
+    StoreUnavailable,
+)
 from gatepass.web import (
     AmbiguousCookie,
     check_metrics_access,
+    client_ip,
     cookie_value,
     cookie_values,
+    enforce_csrf,
     is_loopback_address,
+    join_cookie_headers,
     own_origins,
+    problem_for,
+    request_credentials,
+    session_cookie,
     trusted_origins,
     wildcard_bind_warning,
 )
@@ -292,3 +309,125 @@ def test_weak_or_unsendable_metrics_token_is_a_config_error_that_hides_it(
     assert info.value.setting == "GATEPASS_METRICS_TOKEN"
     assert value not in str(info.value)
     assert value not in caplog.text
+
+
+# the rules adapters share (plain request facts) ------------------------------------
+
+TRUSTED = frozenset({"https://app.example"})
+SESSION_TOKEN = "session-csrf-token"
+
+
+def test_a_bearer_request_is_judged_on_its_header_and_its_cookie_is_not_read() -> None:
+    header = "gatepass_session=a; gatepass_session=b"  # would be ambiguous if read
+    assert request_credentials("Bearer t", header, "gatepass_session") == ("Bearer t", None)
+
+
+def test_a_tossed_second_session_cookie_is_no_credential_at_all() -> None:
+    with pytest.raises(AuthenticationFailed):
+        request_credentials(None, "gatepass_session=a; gatepass_session=b", "gatepass_session")
+    assert request_credentials(None, "gatepass_session=a", "gatepass_session") == (None, "a")
+
+
+def test_a_cookie_in_a_second_cookie_line_counts_as_a_duplicate() -> None:
+    joined = join_cookie_headers(["gatepass_session=a", "gatepass_session=b"])
+    with pytest.raises(AuthenticationFailed):
+        request_credentials(None, joined, "gatepass_session")
+
+
+@pytest.mark.parametrize("method", ["POST", "put", "PATCH", "DELETE"])
+def test_cookie_request_without_its_csrf_token_is_refused(method: str) -> None:
+    for presented in (None, "", "another-token"):
+        with pytest.raises(CSRFFailed):
+            enforce_csrf(
+                method,
+                None,
+                TRUSTED,
+                session_csrf_token=SESSION_TOKEN,
+                presented_token=presented,
+            )
+    enforce_csrf(
+        method, None, TRUSTED, session_csrf_token=SESSION_TOKEN, presented_token=SESSION_TOKEN
+    )
+
+
+def test_foreign_origin_is_refused_even_for_bearer_and_anonymous_requests() -> None:
+    with pytest.raises(CSRFFailed):
+        enforce_csrf(
+            "POST", "https://evil.example", TRUSTED, session_csrf_token=None, presented_token=None
+        )
+    with pytest.raises(CSRFFailed):
+        enforce_csrf("POST", "null", TRUSTED, session_csrf_token=None, presented_token=None)
+    enforce_csrf(
+        "POST", "https://app.example", TRUSTED, session_csrf_token=None, presented_token=None
+    )
+
+
+def test_safe_methods_need_no_token_and_no_origin_check() -> None:
+    for method in ("GET", "head", "OPTIONS"):
+        enforce_csrf(
+            method,
+            "https://evil.example",
+            TRUSTED,
+            session_csrf_token=SESSION_TOKEN,
+            presented_token=None,
+        )
+
+
+PROXY = load_settings({"GATEPASS_TRUSTED_PROXIES": "10.0.0.1"}).trusted_proxies
+
+
+def test_forwarded_for_from_an_untrusted_peer_is_ignored() -> None:
+    assert client_ip("203.0.113.9", ["198.51.100.1"], PROXY) == "203.0.113.9"
+
+
+def test_client_behind_a_trusted_proxy_is_the_right_most_untrusted_entry() -> None:
+    # The client wrote the first entry itself; the proxy appended the real peer.
+    assert client_ip("10.0.0.1", ["1.1.1.1, 198.51.100.7"], PROXY) == "198.51.100.7"
+    assert client_ip("10.0.0.1", ["1.1.1.1", "198.51.100.7"], PROXY) == "198.51.100.7"
+
+
+def test_garbage_in_forwarded_for_falls_back_to_the_peer() -> None:
+    assert client_ip("10.0.0.1", ["not-an-ip"], PROXY) == "10.0.0.1"
+    assert client_ip("10.0.0.1", [], PROXY) == "10.0.0.1"
+
+
+def test_problem_for_a_sent_bad_token_names_invalid_token_in_the_challenge() -> None:
+    answer = problem_for(InvalidToken("expired"))
+    assert answer is not None
+    assert answer.status == 401
+    assert answer.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
+    assert "expired" not in str(answer.body)  # the reason is for logs only
+    anonymous = problem_for(AuthenticationFailed())
+    assert anonymous is not None
+    assert anonymous.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_problem_for_store_outage_and_overload_is_503_with_retry_after() -> None:
+    for exc in (StoreUnavailable("db down at 10.0.0.5"), KeysUnavailable("jwks"), Overloaded(3)):
+        answer = problem_for(exc)
+        assert answer is not None
+        assert answer.status == 503
+        assert int(answer.headers["Retry-After"]) >= 1
+        assert "10.0.0.5" not in str(answer.body)
+
+
+def test_problem_for_rate_limit_and_role_refusal() -> None:
+    limited = problem_for(RateLimited(7))
+    denied = problem_for(PermissionDenied("Missing role."))
+    assert limited is not None
+    assert denied is not None
+    assert (limited.status, limited.headers["Retry-After"]) == (429, "7")
+    assert denied.status == 403
+    assert denied.body["title"] == "Forbidden"
+
+
+def test_an_unexpected_error_gets_no_problem_document() -> None:
+    assert problem_for(GatepassError("bug")) is None
+
+
+def test_cookie_specs_follow_dev_mode(tmp_path: Path) -> None:
+    secure = session_cookie(settings(tmp_path))
+    dev = session_cookie(settings(tmp_path, dev="1"))
+    assert (secure.name, secure.secure) == ("__Host-gatepass_session", True)
+    assert (dev.name, dev.secure) == ("gatepass_session", False)
+    assert (secure.path, secure.httponly, secure.samesite) == ("/", True, "lax")
