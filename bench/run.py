@@ -30,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -144,11 +145,14 @@ class Row:
     errors: list[int] = field(default_factory=list)
 
 
-def uvicorn_argv(module: str, port: int) -> list[str]:
+def uvicorn_argv(
+    module: str, port: int, *, python: Path = PEERS_PY, factory: bool = False
+) -> list[str]:
     return [
-        str(PEERS_PY),
+        str(python),
         "-m",
         "uvicorn",
+        *(["--factory"] if factory else []),
         module,
         "--host",
         "127.0.0.1",
@@ -624,109 +628,140 @@ def plan_burst(plan: Plan, server: Server) -> None:
 
 
 def plan_adapters(run: Runner, plan: Plan, issuer: Server | None) -> None:
-    """Per framework: no auth, gatepass's adapter, the peer; all in the peers' env
-    except the gatepass rows, which need gatepass (its .venv); ``issuer`` is the
-    ``gatepass serve`` whose tokens the adapters are shown."""
+    """Per framework: no auth, gatepass's adapter, the peer. The peers and the bare
+    apps of bench/servers run in the peers' env; the adapter modules' apps (bare and
+    gatepass) under gatepass's .venv. ``issuer`` is the ``gatepass serve`` whose
+    tokens the adapters are shown."""
     # FastAPI ---------------------------------------------------------------------------
-    bare = run.uvicorn("fastapi-bare", "bare_fastapi:app", "/me")
     fu = run.uvicorn("fastapi-users", "fastapi_users_app:app", "/docs")
     httpx.post(fu.url + "/auth/register", json={"email": "fu@example.com", "password": PASSWORD})
     tok = httpx.post(
         fu.url + "/auth/jwt/login", data={"username": "fu@example.com", "password": PASSWORD}
     ).json()["access_token"]
-    plan.frameworks.append(
-        Framework(
-            "FastAPI",
-            Row("FastAPI, no auth", bare, "/me", {}, {}),
-            bearer_row("fastapi-users GET /users/me (JWT strategy, SQLite)", fu, "/users/me", tok),
-        )
+    add_framework(
+        run,
+        plan,
+        issuer,
+        "FastAPI",
+        lambda: Row(
+            "FastAPI, no auth",
+            run.uvicorn("fastapi-bare", "bare_fastapi:app", "/me"),
+            "/me",
+            {},
+            {},
+        ),
+        bearer_row("fastapi-users GET /users/me (JWT strategy, SQLite)", fu, "/users/me", tok),
     )
     # Flask -----------------------------------------------------------------------------
-    bare = run.gunicorn("flask-bare", "bare_flask:app", "/me")
     fl = run.gunicorn("flask-jwt-extended", "flask_jwt_app:app", "/me")
     tok = httpx.post(fl.url + "/login").json()["access_token"]
-    plan.frameworks.append(
-        Framework(
-            "Flask",
-            Row("Flask under gunicorn (sync, 1 worker), no auth", bare, "/me", {}, {}),
-            bearer_row("Flask-JWT-Extended under gunicorn (sync, 1 worker)", fl, "/me", tok),
-        )
+    add_framework(
+        run,
+        plan,
+        issuer,
+        "Flask",
+        lambda: Row(
+            "Flask under gunicorn (sync, 1 worker), no auth",
+            run.gunicorn("flask-bare", "bare_flask:app", "/me"),
+            "/me",
+            {},
+            {},
+        ),
+        bearer_row("Flask-JWT-Extended under gunicorn (sync, 1 worker)", fl, "/me", tok),
     )
     # Django REST framework: one project, the view without auth and with simplejwt ------
     drf = run.gunicorn("drf", "drf_app:application", "/me")
     tok = httpx.post(drf.url + "/token").json()["access_token"]
-    plan.frameworks.append(
-        Framework(
-            "DRF",
-            Row("DRF under gunicorn (sync, 1 worker), no auth", drf, "/me", {}, {}),
-            bearer_row("DRF + djangorestframework-simplejwt (user on SQLite)", drf, "/jwt/me", tok),
-        )
+    add_framework(
+        run,
+        plan,
+        issuer,
+        "DRF",
+        lambda: Row("DRF under gunicorn (sync, 1 worker), no auth", drf, "/me", {}, {}),
+        bearer_row("DRF + djangorestframework-simplejwt (user on SQLite)", drf, "/jwt/me", tok),
     )
-    for framework in plan.frameworks:
-        framework.skipped = plug_in_gatepass(run, framework, issuer)
-    for framework in plan.frameworks:
-        plan.rows += [framework.bare, framework.peer]
-        if framework.gatepass is not None:
-            plan.rows.append(framework.gatepass)
 
 
-#: The gatepass adapter benchmarks, one module per framework under bench/. Each
-#: defines ``gatepass_app()``: the framework's app (ASGI for FastAPI, WSGI for Flask
-#: and Django) whose ``GET /me`` needs gatepass's current identity, embedded, its
-#: settings from the GATEPASS_* environment. The harness runs it under gatepass's
-#: .venv in the folder of a ``gatepass serve`` with the same settings (so the same
-#: database and keys), and presents a token that server issued.
-ADAPTER_MODULES = {
-    "FastAPI": "adapters_fastapi",
-    "Flask": "adapters_flask",
-    "DRF": "adapters_django",
+def add_framework(
+    run: Runner,
+    plan: Plan,
+    issuer: Server | None,
+    name: str,
+    own_bare: Callable[[], Row],
+    peer: Row,
+) -> None:
+    """The rows of one framework: the adapter module's bare and gatepass apps when it
+    is there (else ``own_bare()`` and a line saying why there is no gatepass row)."""
+    skipped = adapter_problem(name, issuer)
+    if skipped is None:
+        assert issuer is not None
+        bare, gatepass = adapter_rows(run, name, issuer)
+        framework = Framework(name, bare, peer, gatepass)
+    else:
+        framework = Framework(name, own_bare(), peer, skipped=skipped)
+    plan.frameworks.append(framework)
+    plan.rows += [framework.bare, framework.peer]
+    if framework.gatepass is not None:
+        plan.rows.append(framework.gatepass)
+
+
+#: The gatepass adapter benchmarks, one module per framework under bench/, each with
+#: ``bare_app()`` and ``gatepass_app(settings)`` (the same route, behind gatepass's
+#: identity, embedded) and the route's path. bench/servers/adapter_apps.py serves
+#: them with settings from GATEPASS_*: the harness runs them under gatepass's .venv
+#: in the folder of a ``gatepass serve`` with the same settings (so the same database
+#: and keys), and presents a token that server issued. With the module present, its
+#: bare app is the framework's no-auth row (the very route, without gatepass).
+ADAPTERS = {
+    "FastAPI": ("adapters_fastapi", "fastapi", "/item"),
+    "Flask": ("adapters_flask", "flask", "/item"),
+    "DRF": ("adapters_django", "django", "/item"),
 }
-ADAPTER_FACTORY = "gatepass_app"
 GATEPASS_PY = ROOT / ".venv" / "bin" / "python"
 
 
-def adapter_server(framework: str, module: str, issuer: Server) -> Server:
-    """The gatepass adapter app of ``framework``, next to ``issuer`` (same settings)."""
+def adapter_server(framework: str, factory: str, issuer: Server, path: str) -> Server:
+    """``adapter_apps:<factory>`` of ``framework`` under .venv, next to ``issuer``."""
     port = free_port()
-    target = f"{module}:{ADAPTER_FACTORY}"
-    env = {**issuer.env, "PYTHONPATH": str(BENCH)}
+    target = f"adapter_apps:{factory}"
+    env = {
+        **issuer.env,
+        "PYTHONPATH": f"{SERVERS}{os.pathsep}{BENCH}",
+        # The issuer's own port: the issuer URL tokens carry is derived from it.
+        "GATEPASS_PORT": str(issuer.port),
+    }
     if framework == "FastAPI":
-        argv = [
-            str(GATEPASS_PY),
-            "-m",
-            "uvicorn",
-            "--factory",
-            target,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ]
+        argv = uvicorn_argv(target, port, python=GATEPASS_PY, factory=True)
     else:
         argv = gunicorn_argv(GATEPASS_PY, f"{target}()", port)
-    # Ready once it answers at all: /me without a credential is a 401.
-    return Server(f"{module}-gatepass", argv, env, issuer.cwd, port, "/me")
+    # Ready once it answers at all (the gatepass app's route without a token is a 401).
+    return Server(f"{factory}", argv, env, issuer.cwd, port, path)
 
 
-def plug_in_gatepass(run: Runner, framework: Framework, issuer: Server | None) -> str | None:
-    """Add the gatepass row of ``framework``, or say why there is none."""
-    module = ADAPTER_MODULES[framework.name]
+def adapter_problem(framework: str, issuer: Server | None) -> str | None:
+    """Why ``framework`` gets no gatepass row, or ``None`` when it gets one."""
+    module, _, _ = ADAPTERS[framework]
     source = BENCH / f"{module}.py"
     if not source.exists():
         return f"adapter not present (bench/{source.name} has not landed): no figure"
-    if f"def {ADAPTER_FACTORY}(" not in source.read_text():
-        return f"bench/{source.name} defines no {ADAPTER_FACTORY}(): no figure"
+    text = source.read_text()
+    if "def gatepass_app(" not in text or "def bare_app(" not in text:
+        return f"bench/{source.name} lacks bare_app() or gatepass_app(settings): no figure"
     if issuer is None:
         return "no gatepass server to issue its token: no figure"
-    server = run.add(adapter_server(framework.name, module, issuer))
-    token = gatepass_login(issuer, "mobile", f"{module}@example.com")["access_token"]
-    framework.gatepass = bearer_row(f"{framework.name} + gatepass (embedded)", server, "/me", token)
     return None
+
+
+def adapter_rows(run: Runner, framework: str, issuer: Server) -> tuple[Row, Row]:
+    """The adapter module's bare row and gatepass row (a token ``issuer`` issued)."""
+    module, prefix, path = ADAPTERS[framework]
+    bare = run.add(adapter_server(framework, f"{prefix}_bare", issuer, path))
+    server = run.add(adapter_server(framework, f"{prefix}_gatepass", issuer, path))
+    token = gatepass_login(issuer, "mobile", f"{prefix}-adapter@example.com")["access_token"]
+    return (
+        Row(f"{framework} ({module}.py bare_app), no auth", bare, path, {}, {}),
+        bearer_row(f"{framework} + gatepass adapter (embedded, Bearer)", server, path, token),
+    )
 
 
 def _added_cpu(row: Row | None, bare: Row) -> str:
