@@ -131,8 +131,11 @@ def running_server(
     log_dir: Path | None = None,
     args: Sequence[str] = (),
     startup_timeout: float = STARTUP_TIMEOUT,
+    port: int | None = None,
 ) -> Iterator[RunningServer]:
-    """Start ``gatepass serve`` in ``cwd`` on a free port; yield it once ``/healthz`` is 200.
+    """Start ``gatepass serve`` in ``cwd`` on a free port (or on ``port``, e.g. to
+    start a server again where its clients expect it); yield it once ``/healthz``
+    is 200.
 
     The server's own origin comes from configuration, never from ``Host``: unless
     ``env`` names a public URL or an issuer, ``GATEPASS_PUBLIC_URL`` is the URL the
@@ -144,8 +147,9 @@ def running_server(
     log_dir.mkdir(parents=True, exist_ok=True)
     command = gatepass_command()
     last_error = ""
-    for _ in range(_PORT_ATTEMPTS):
-        port = free_port()
+    fixed_port = port
+    for _ in range(_PORT_ATTEMPTS if fixed_port is None else 1):
+        port = free_port() if fixed_port is None else fixed_port
         url = f"http://127.0.0.1:{port}"
         stdout_path = log_dir / f"gatepass-{port}.out"
         stderr_path = log_dir / f"gatepass-{port}.err"

@@ -301,3 +301,24 @@ async def test_rolled_back_revocations_leave_holes_the_view_passes(
         assert view.pending_ids == 0
     finally:
         await store.close()
+
+
+@pytest.mark.anyio
+async def test_a_bearer_logout_after_every_revocation_was_pruned_is_not_missed(
+    open_node: Callable[[str], Any], tmp_path: Any, clock: FakeClock
+) -> None:
+    """SQLite numbers a new row after the highest one left: had pruning emptied the
+    feed, the next revocation would reuse an ID every view has passed, and the
+    logged-out token would live on, on this node and every other."""
+    node = await open_node(f"sqlite+aiosqlite:///{tmp_path / 'gatepass.db'}")
+    first, _ = await signed_in(node, "ada@example.com")
+    await node.accounts.logout(first)
+    clock.advance(RETENTION + 60)  # every token the logout concerned has expired
+    await node.revocations.sync()  # past the prune interval: prunes the feed
+    victim, victim_header = await signed_in(node, "eve@example.com")
+    assert await accepted(node, victim_header)
+
+    await node.accounts.logout(victim)
+
+    clock.advance(REVOCATION_POLL_SECONDS)
+    assert not await accepted(node, victim_header)

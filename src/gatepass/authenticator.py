@@ -19,7 +19,7 @@ from gatepass.revocation import RevocationView, check_not_revoked
 from gatepass.sessions import SessionManager
 from gatepass.stores.base import BearerState, SessionRecord, UserRecord, UserStore
 from gatepass.stores.user_cache import UserCache
-from gatepass.tokens import AccessTokens
+from gatepass.tokens import AccessClaims, AccessTokens
 
 Method = Literal["session", "bearer"]
 BEARER_PREFIX = "bearer "
@@ -50,6 +50,10 @@ class Identity:
 class BearerVerifier(Protocol):
     async def authenticate_bearer(self, token: str) -> Identity:
         """Verify an access token; raise :class:`AuthenticationFailed` (``token_sent``)."""
+        ...
+
+    def authenticate_bearer_now(self, token: str) -> Identity | None:
+        """:meth:`authenticate_bearer` from memory alone; ``None`` when that needs I/O."""
         ...
 
 
@@ -83,6 +87,23 @@ class Authenticator:
             raise AuthenticationFailed()
         return Identity(user=active.user, method="session", session=active.record)
 
+    def authenticate_now(self, authorization: str | None) -> Identity | None:
+        """The verdict on a Bearer request reached from this process's memory alone,
+        for sync adapters: it spares a hop to the event loop thread.
+
+        An :class:`Identity`, or :class:`AuthenticationFailed` for a token that is
+        refused whatever the stores say; ``None`` when the answer needs I/O (no
+        ``Authorization`` header, as sessions are judged on the loop; a key ring or
+        revocation view due for a read; a user not cached), and the caller awaits
+        :meth:`authenticate`. Thread-safe: it only reads what the loop thread writes.
+        """
+        if authorization is None:
+            return None
+        token = bearer_token(authorization)
+        if self._bearer is None:
+            raise AuthenticationFailed("Bearer tokens are not accepted.", token_sent=True)
+        return self._bearer.authenticate_bearer_now(token)
+
 
 class BearerAuthenticator:
     """Verifies an access token and checks it against revocation, with no store
@@ -103,7 +124,18 @@ class BearerAuthenticator:
     async def authenticate_bearer(self, token: str) -> Identity:
         claims = await self._tokens.verify(token)
         await self._view.ensure_current()
-        user = await self._users.get(claims.sub)
+        return self._identity(claims, await self._users.get(claims.sub))
+
+    def authenticate_bearer_now(self, token: str) -> Identity | None:
+        claims = self._tokens.verify_now(token)
+        if claims is None or not self._view.is_current():
+            return None
+        user = self._users.peek(claims.sub)
+        if user is None:
+            return None
+        return self._identity(claims, user)
+
+    def _identity(self, claims: AccessClaims, user: UserRecord | None) -> Identity:
         state = BearerState(
             user=user,
             family_live=not self._view.family_revoked(claims.sid),

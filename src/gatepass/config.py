@@ -70,6 +70,8 @@ _PATH_CHARS = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:@%/-]*")
 MIN_METRICS_TOKEN_LENGTH = 16
 #: RFC 6750 ``b64token``: what fits in ``Authorization: Bearer`` as sent.
 _B64TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")
+#: GATEPASS_REVOCATION_FEED_TOKEN: 32 characters, e.g. 24 random bytes in base64.
+MIN_REVOCATION_FEED_TOKEN_LENGTH = 32
 
 
 def normalise_base_url(value: str) -> str:
@@ -157,6 +159,10 @@ class Settings(BaseSettings):
     #: same new refresh token (and a fresh access token) instead of killing the
     #: family, while that new token is unused; 0 = off: every reuse kills it.
     refresh_reuse_grace: int = Field(default=0, ge=0, le=MAX_REFRESH_REUSE_GRACE)
+    # --- revocation feed for resource servers (GET /auth/revocations) -----------------
+    #: Bearer token resource servers present to follow this server's revocations
+    #: (docs/revocation-feed.md); unset, the feed is off and answers 404.
+    revocation_feed_token: SecretStr | None = Field(default=None, repr=False)
     # ----------------------------------------------------------------------------------
     #: Where the embedded default keeps its state. Not an environment setting.
     data_dir: Path = Field(default_factory=lambda: Path.cwd() / DATA_DIR_NAME, exclude=True)
@@ -220,6 +226,20 @@ class Settings(BaseSettings):
         raw = value.get_secret_value()
         if len(raw) < MIN_METRICS_TOKEN_LENGTH:
             raise ValueError(f"needs at least {MIN_METRICS_TOKEN_LENGTH} characters")
+        if not _B64TOKEN.fullmatch(raw):
+            raise ValueError("may hold only letters, digits and -._~+/ (then = padding)")
+        return value
+
+    @field_validator("revocation_feed_token")
+    @classmethod
+    def _revocation_feed_token(cls, value: SecretStr | None) -> SecretStr | None:
+        # It lets a caller follow which tokens and users were revoked: a generated
+        # secret, not a word (`openssl rand -base64 32`).
+        if value is None:
+            return None
+        raw = value.get_secret_value()
+        if len(raw) < MIN_REVOCATION_FEED_TOKEN_LENGTH:
+            raise ValueError(f"needs at least {MIN_REVOCATION_FEED_TOKEN_LENGTH} characters")
         if not _B64TOKEN.fullmatch(raw):
             raise ValueError("may hold only letters, digits and -._~+/ (then = padding)")
         return value

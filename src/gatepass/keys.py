@@ -227,6 +227,10 @@ class KeyRing:
         self._installed_ticket = ticket
         self._loaded_at = self._clock()
 
+    def is_fresh(self) -> bool:
+        """Whether the ring was read within :data:`KEY_RELOAD_SECONDS` (no reload due)."""
+        return self._clock() - self._loaded_at < KEY_RELOAD_SECONDS
+
     async def refresh_if_stale(self) -> None:
         """Re-read the ring once :data:`KEY_RELOAD_SECONDS` have passed; concurrent
         callers share that one read."""

@@ -49,6 +49,11 @@ process that (re)subscribes reads the feed before it trusts its view again.
 While the bus cannot vouch that events reach this process
 (:meth:`~gatepass.events.EventBus.check_live`), no access token is accepted.
 
+Resource servers follow this process's view over HTTP: every entry it applies
+(from any source) is also numbered in its :class:`RevocationJournal`
+(:mod:`gatepass.revocation_journal`), whose cursor, unlike feed IDs, only ever
+moves forward in the order entries became known here.
+
 The epoch is compared in whole seconds (``iat`` is a whole number) so that a
 token issued just *after* a logout-all in the same second stays valid; a token
 issued just *before* it in that second is still refused, because logout-all
@@ -65,6 +70,7 @@ from gatepass._singleflight import SingleFlight
 from gatepass.clock import Clock
 from gatepass.errors import InvalidToken, StoreUnavailable
 from gatepass.events import EventBus, LocalEventBus
+from gatepass.revocation_journal import FeedEntry, RevocationJournal
 from gatepass.stores.base import (
     BearerState,
     RevocationEvent,
@@ -143,6 +149,8 @@ class RevocationView:
         #: one), each with when; both kept for :data:`ANNOUNCE_WINDOW_SECONDS`.
         self._unannounced: dict[int, tuple[RevocationEvent, float]] = {}
         self._pushed: dict[int, tuple[RevocationEvent, float]] = {}
+        #: What resource servers follow: each change to this view, numbered.
+        self.journal = RevocationJournal(clock=clock)
 
     async def sync(self) -> None:
         """Read feed entries this process has not applied yet (one query)."""
@@ -179,6 +187,16 @@ class RevocationView:
         :data:`REVOCATION_POLL_SECONDS` (see :meth:`sync_if_stale`)."""
         self.bus.check_live()
         await self.sync_if_stale()
+
+    def is_current(self) -> bool:
+        """Whether :meth:`ensure_current` would pass now without reading the feed: the
+        bus is live and the feed was read within :data:`REVOCATION_POLL_SECONDS`.
+        Reads memory only, so a request thread may ask while the loop thread writes."""
+        try:
+            self.bus.check_live()
+        except StoreUnavailable:
+            return False
+        return self._clock() - self._synced_at < REVOCATION_POLL_SECONDS
 
     async def sync_quietly(self) -> None:
         """Read the feed after a local write and announce what was read on the bus;
@@ -246,13 +264,50 @@ class RevocationView:
         return self._applied
 
     def _apply(self, event: RevocationEvent) -> None:
+        # The same entry often arrives twice (pushed, then read from the feed): the
+        # journal gets it once, when it changes what this view refuses.
+        changed = True
         if event.kind == "jti":
+            changed = event.subject not in self._jtis
             self._jtis[event.subject] = event.created_at
         elif event.kind == "family":
+            changed = event.subject not in self._families
             self._families[event.subject] = event.created_at
         elif event.kind == "epoch":
-            self._epochs[event.subject] = max(self._epochs.get(event.subject, 0.0), event.value)
+            current = self._epochs.get(event.subject)
+            highest = max(0.0 if current is None else current, event.value)
+            changed = current is None or highest > current
+            self._epochs[event.subject] = highest
             self._created[("epoch", event.subject)] = event.created_at
+        if changed:
+            value = self._epochs[event.subject] if event.kind == "epoch" else 0.0
+            expires_at = event.created_at + self._retention
+            self.journal.record(FeedEntry(event.kind, event.subject, value, expires_at))
+
+    def live_entries(self) -> tuple[FeedEntry, ...]:
+        """Every entry of this view that still concerns a live token (a snapshot
+        for resource servers), each with when it stops mattering."""
+        horizon = self._clock() - self._retention
+        entries = [
+            FeedEntry("jti", jti, 0.0, created + self._retention)
+            for jti, created in self._jtis.items()
+            if created >= horizon
+        ]
+        entries += [
+            FeedEntry("family", family, 0.0, created + self._retention)
+            for family, created in self._families.items()
+            if created >= horizon
+        ]
+        for user, value in self._epochs.items():
+            created = self._created.get(("epoch", user), 0.0)
+            if created >= horizon:
+                entries.append(FeedEntry("epoch", user, value, created + self._retention))
+        return tuple(entries)
+
+    @property
+    def retention(self) -> float:
+        """Seconds after it was written that an entry still concerns a live token."""
+        return self._retention
 
     async def _prune(self) -> None:
         horizon = self._clock() - self._retention

@@ -359,6 +359,8 @@ class SigningKeys(Protocol):
 
     def signing_key(self) -> SigningKey: ...
 
+    def is_fresh(self) -> bool: ...
+
     async def refresh_if_stale(self) -> None: ...
 
     async def lookup(self, kid: str) -> VerificationKey | None: ...
@@ -435,6 +437,17 @@ class AccessTokens:
             if await self.ring.lookup(exc.kid) is None:
                 raise
         return self.verifier.verify(token)
+
+    def verify_now(self, token: str) -> AccessClaims | None:
+        """:meth:`verify` with no I/O: the claims, :class:`InvalidToken`, or ``None``
+        when only :meth:`verify` can tell (the ring is due for a reload, or the token
+        names a key this process does not hold yet)."""
+        if not self.ring.is_fresh():
+            return None
+        try:
+            return self.verifier.verify(token)
+        except UnknownSigningKey:
+            return None
 
     @property
     def cached_tokens(self) -> int:

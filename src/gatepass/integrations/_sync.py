@@ -50,6 +50,11 @@ class LoopThread:
         any other coroutine runs there: opening stores belongs here."""
         self._on_start.append(hook)
 
+    def running_here(self) -> bool:
+        """Whether the loop runs in this process (not a copy inherited through fork):
+        only then may objects opened on it be read from a request thread."""
+        return self._loop is not None and self._pid == os.getpid()
+
     def loop(self) -> asyncio.AbstractEventLoop:
         """This process's loop, started (and its start hooks run) on first use."""
         loop = self._loop

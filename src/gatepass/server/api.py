@@ -22,7 +22,7 @@ from gatepass.errors import (
 )
 from gatepass.keys import KEY_RELOAD_SECONDS
 from gatepass.metrics import CONTENT_TYPE
-from gatepass.server import pages
+from gatepass.server import pages, revocations
 from gatepass.server.context import (
     authenticate,
     clear_session_cookie,
@@ -301,6 +301,7 @@ routes: list[BaseRoute] = [
     Route("/auth/sessions/{session_id}", delete_session, methods=["DELETE"]),
     Route("/auth/password", change_password, methods=["POST"]),
     Route("/.well-known/jwks.json", jwks, methods=["GET"]),
+    Route(revocations.PATH, revocations.revocation_feed, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
 ]

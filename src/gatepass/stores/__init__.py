@@ -1,4 +1,14 @@
-"""Storage: the protocols the core depends on, their records, and implementations."""
+"""Storage: the protocols the core depends on, their records, and implementations.
+
+:class:`SqlStore` loads on first use (PEP 562), so code that needs only the
+records (``gatepass.stores.base``: the event bus's wire format, a resource
+server's revocation feed) does not pull SQLAlchemy in.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from gatepass.stores.base import (
     BearerState,
@@ -22,7 +32,9 @@ from gatepass.stores.base import (
     UserRecord,
     UserStore,
 )
-from gatepass.stores.sql import SqlStore
+
+if TYPE_CHECKING:
+    from gatepass.stores.sql import SqlStore
 
 __all__ = [
     "BearerState",
@@ -47,3 +59,11 @@ __all__ = [
     "UserRecord",
     "UserStore",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name != "SqlStore":
+        raise AttributeError(f"module 'gatepass.stores' has no attribute {name!r}")
+    value = importlib.import_module("gatepass.stores.sql").SqlStore
+    globals()[name] = value
+    return value

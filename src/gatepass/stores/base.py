@@ -350,7 +350,8 @@ class RevocationStore(Protocol):
         ...
 
     async def prune_revocations(self, created_before: float) -> int:
-        """Drop feed entries created before ``created_before``; return how many."""
+        """Drop feed entries created before ``created_before``, but never the one with
+        the highest ID (so no ID is handed out twice); return how many."""
         ...
 
 

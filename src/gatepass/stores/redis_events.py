@@ -1,9 +1,10 @@
 """The event bus over Redis pub/sub, and the revocation fast-path keys.
 
 One channel (:data:`DEFAULT_CHANNEL`) carries every event as a small JSON
-message. Plain ``PUBLISH``, not sharded pub/sub: in a Redis Cluster a plain
-publish reaches the subscribers of every node (the cluster bus forwards it), so
-a subscriber may sit on any node and needs no slot ownership; sharded pub/sub
+message (:mod:`gatepass.event_wire` writes and reads it). Plain ``PUBLISH``,
+not sharded pub/sub: in a Redis Cluster a plain publish reaches the
+subscribers of every node (the cluster bus forwards it), so a subscriber may
+sit on any node and needs no slot ownership; sharded pub/sub
 would confine the traffic to one shard, but its subscribers are unsubscribed on
 every slot migration or failover. Revocations are rare, so forwarding each to
 every node costs nothing worth that.
@@ -33,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import random
@@ -44,26 +44,20 @@ from typing import Any
 
 from redis.asyncio import RedisCluster
 
+from gatepass import event_wire
 from gatepass.errors import StoreUnavailable
-from gatepass.events import (
-    Event,
-    EventListener,
-    Revoked,
-    SessionsEnded,
-    UserChanged,
-)
+from gatepass.event_wire import DEFAULT_CHANNEL as DEFAULT_CHANNEL  # re-exported
+from gatepass.event_wire import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES  # re-exported
+from gatepass.event_wire import WIRE_VERSION as WIRE_VERSION  # re-exported
+from gatepass.events import EventListener, SessionsEnded, UserChanged
 from gatepass.stores.base import RevocationEvent
 from gatepass.stores.redis_connection import RedisClient, redis_errors_mapped
 
 logger = logging.getLogger("gatepass.events")
 
-DEFAULT_CHANNEL = "gatepass:events"
 DEFAULT_PREFIX = "gatepass"
 #: How often the subscriber pings Redis through its own connection.
 HEARTBEAT_SECONDS = 0.25
-#: A message longer than this is not one of ours (a logout-all of a user with the
-#: most families allowed is a few tens of KB).
-MAX_MESSAGE_BYTES = 1 << 20
 #: The bus is live only while Redis answered the subscriber this recently.
 LIVENESS_SECONDS = 0.9
 #: A subscription unanswered this long is torn down and made again.
@@ -75,7 +69,6 @@ START_TIMEOUT_SECONDS = 5.0
 #: Background announcements in flight at most; beyond it they are dropped (the
 #: caches they would clear expire by themselves within seconds).
 MAX_PENDING_ANNOUNCEMENTS = 1000
-WIRE_VERSION = 1
 
 # The epoch key keeps the highest value; its TTL only ever grows.
 _KEEP_HIGHEST = """
@@ -245,25 +238,11 @@ class RedisEventBus:
 
     # -- wire format -----------------------------------------------------------------
 
-    def _envelope(self, kind: str, body: dict[str, Any]) -> bytes:
-        message = {"v": WIRE_VERSION, "node": self._node, "type": kind, **body}
-        return json.dumps(message, separators=(",", ":")).encode()
-
     def _encode_revoked(self, events: Sequence[RevocationEvent]) -> bytes:
-        rows = [[e.id, e.kind, e.subject, e.value, e.created_at] for e in events]
-        return self._envelope("revoked", {"events": rows})
+        return event_wire.encode_revoked(events, self._node)
 
     def _encode(self, event: UserChanged | SessionsEnded) -> bytes:
-        if isinstance(event, UserChanged):
-            return self._envelope("user", {"user_id": event.user_id})
-        return self._envelope(
-            "sessions",
-            {
-                "id_hashes": list(event.id_hashes),
-                "handles": list(event.handles),
-                "user_id": event.user_id,
-            },
-        )
+        return event_wire.encode(event, self._node)
 
     # -- subscribing -----------------------------------------------------------------
 
@@ -372,9 +351,7 @@ class RedisEventBus:
         if self._listener is None:
             return
         try:
-            if isinstance(data, bytes | str) and len(data) > MAX_MESSAGE_BYTES:
-                raise ValueError("message too large")
-            parsed = _decode(data, self._node)
+            parsed = event_wire.decode(data, self._node)
         except Exception:  # anyone who can publish on the channel can send anything
             # A message on our channel that is not ours (malformed, huge, nested
             # past the parser's depth): say so, never echo it, keep listening.
@@ -382,57 +359,3 @@ class RedisEventBus:
             return
         if parsed is not None:
             self._listener.receive(parsed)
-
-
-def _decode(data: object, own_node: str) -> Event | None:
-    """The event a message carries, ``None`` for our own; ValueError, TypeError or
-    KeyError when it is not one of ours."""
-    if not isinstance(data, bytes | str):
-        raise TypeError("not a message")
-    message = json.loads(data)
-    if not isinstance(message, dict) or message.get("v") != WIRE_VERSION:
-        raise ValueError("unknown message")
-    if message.get("node") == own_node:
-        return None
-    kind = message["type"]
-    if kind == "revoked":
-        return Revoked(tuple(_revocation(row) for row in message["events"]))
-    if kind == "user":
-        return UserChanged(_text(message["user_id"]))
-    if kind == "sessions":
-        user_id = message.get("user_id")
-        return SessionsEnded(
-            tuple(_text(h) for h in message["id_hashes"]),
-            tuple(_text(h) for h in message["handles"]),
-            None if user_id is None else _text(user_id),
-        )
-    raise ValueError("unknown event type")
-
-
-def _revocation(row: object) -> RevocationEvent:
-    if not isinstance(row, list) or len(row) != 5:
-        raise ValueError("malformed revocation")
-    event_id, kind, subject, value, created_at = row
-    if not isinstance(event_id, int) or isinstance(event_id, bool):
-        raise TypeError("malformed revocation id")
-    if kind not in ("jti", "family", "epoch"):
-        raise ValueError("unknown revocation kind")
-    return RevocationEvent(
-        id=event_id,
-        kind=kind,
-        subject=_text(subject),
-        value=_number(value),
-        created_at=_number(created_at),
-    )
-
-
-def _text(value: object) -> str:
-    if not isinstance(value, str):
-        raise TypeError("expected a string")
-    return value
-
-
-def _number(value: object) -> float:
-    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
-        raise TypeError("expected a finite number")
-    return float(value)

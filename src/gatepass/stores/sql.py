@@ -787,9 +787,15 @@ class SqlStore:
             ]
 
     async def prune_revocations(self, created_before: float) -> int:
+        # The newest entry stays, however old: SQLite gives a new row the highest
+        # remaining ID plus one, so emptying the table would hand out IDs again that
+        # every reader's floor has passed, and the next revocations would be skipped.
+        newest = select(func.max(revocations.c.id)).scalar_subquery()
         async with self._tx() as conn:
             result = await conn.execute(
-                delete(revocations).where(revocations.c.created_at < created_before)
+                delete(revocations).where(
+                    (revocations.c.created_at < created_before) & (revocations.c.id < newest)
+                )
             )
         return int(result.rowcount)
 

@@ -48,6 +48,14 @@ class UserCache:
             self._cache[user_id] = (user, now)
         return user
 
+    def peek(self, user_id: str) -> UserRecord | None:
+        """The cached record of ``user_id`` while it is fresh; ``None`` otherwise (the
+        caller reads it through :meth:`get`). Memory only, never a store read."""
+        cached = self._cache.get(user_id)
+        if cached is not None and self._clock() - cached[1] < self._seconds:
+            return cached[0]
+        return None
+
     def drop(self, user_id: str | None = None) -> None:
         """Forget ``user_id`` (every user when ``None``)."""
         self._generation += 1
