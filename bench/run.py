@@ -672,14 +672,26 @@ def plan_adapters(run: Runner, plan: Plan, issuer: Server | None) -> None:
     # Django REST framework: one project, the view without auth and with simplejwt ------
     drf = run.gunicorn("drf", "drf_app:application", "/me")
     tok = httpx.post(drf.url + "/token").json()["access_token"]
-    add_framework(
-        run,
-        plan,
-        issuer,
-        "DRF",
-        lambda: Row("DRF under gunicorn (sync, 1 worker), no auth", drf, "/me", {}, {}),
-        bearer_row("DRF + djangorestframework-simplejwt (user on SQLite)", drf, "/jwt/me", tok),
+    peer = bearer_row("DRF + djangorestframework-simplejwt (user on SQLite)", drf, "/jwt/me", tok)
+    # bench/adapters_django.py measures in process (RequestFactory); over HTTP the DRF
+    # row is bench/servers/drf_gatepass_app.py: the same views in one project, the
+    # protected one behind GatepassAuthentication, under gatepass's .venv.
+    if issuer is None:
+        bare = Row("DRF under gunicorn (sync, 1 worker), no auth", drf, "/me", {}, {})
+        plan.frameworks.append(Framework("DRF", bare, peer, skipped="no gatepass server"))
+        plan.rows += [bare, peer]
+        return
+    env = {**issuer.env, "PYTHONPATH": str(SERVERS), "GATEPASS_PORT": str(issuer.port)}
+    port = free_port()
+    argv = gunicorn_argv(GATEPASS_PY, "drf_gatepass_app:application", port)
+    server = run.add(Server("drf-gatepass", argv, env, issuer.cwd, port, "/me"))
+    token = gatepass_login(issuer, "mobile", "drf-adapter@example.com")["access_token"]
+    bare = Row("DRF under gunicorn (sync, 1 worker), no auth", server, "/me", {}, {})
+    gatepass = bearer_row(
+        "DRF + gatepass GatepassAuthentication (embedded, Bearer)", server, "/gatepass/me", token
     )
+    plan.frameworks.append(Framework("DRF", bare, peer, gatepass))
+    plan.rows += [bare, peer, gatepass]
 
 
 def add_framework(
