@@ -52,13 +52,20 @@ bench-deps: install $(BENCH_STAMP)
 	@command -v wrk >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk >/dev/null; }
 
+# The verifier against PyJWT + PyJWKClient has a harness of its own, when present.
+BENCH_VERIFIER := bench/verifier.py
+
 bench: bench-deps
 	$(BIN)/python bench/micro.py
 	$(BIN)/python bench/run.py
+	@if [ -f $(BENCH_VERIFIER) ]; then $(BIN)/python $(BENCH_VERIFIER); \
+	else echo "bench: $(BENCH_VERIFIER) not present: no verifier figures"; fi
 
 bench-quick: bench-deps
 	$(BIN)/python bench/micro.py --quick
 	$(BIN)/python bench/run.py --quick
+	@if [ -f $(BENCH_VERIFIER) ]; then $(BIN)/python $(BENCH_VERIFIER) --quick; \
+	else echo "bench: $(BENCH_VERIFIER) not present: no verifier figures"; fi
 
 clean:
 	rm -rf $(VENV) .gatepass .pytest_cache .mypy_cache .ruff_cache

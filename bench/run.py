@@ -30,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -144,11 +145,14 @@ class Row:
     errors: list[int] = field(default_factory=list)
 
 
-def uvicorn_argv(module: str, port: int) -> list[str]:
+def uvicorn_argv(
+    module: str, port: int, *, python: Path = PEERS_PY, factory: bool = False
+) -> list[str]:
     return [
-        str(PEERS_PY),
+        str(python),
         "-m",
         "uvicorn",
+        *(["--factory"] if factory else []),
         module,
         "--host",
         "127.0.0.1",
@@ -410,12 +414,433 @@ def print_table(rows: list[Row], ceiling: Row) -> None:
     print("req/s counts 2xx answers only; errors: non-2xx answers + socket errors, all rounds")
 
 
+# sections ---------------------------------------------------------------------------
+
+#: What ``--only`` may name; the default runs them all.
+SECTIONS = ("me", "pyjwt", "scaleout", "refresh", "burst", "adapters")
+
+
+@dataclass
+class Framework:
+    """One framework's rows: without auth, with gatepass and with the peer users
+    would pick instead; ``skipped`` says why the gatepass row is absent."""
+
+    name: str
+    bare: Row
+    peer: Row
+    gatepass: Row | None = None
+    skipped: str | None = None
+
+
+@dataclass
+class Plan:
+    """What one run measures: plain rows (wrk, the adapter groups' rows among them),
+    refresh rows and the login-burst row."""
+
+    rows: list[Row] = field(default_factory=list)
+    refresh_rows: list[Row] = field(default_factory=list)
+    burst: Row | None = None
+    frameworks: list[Framework] = field(default_factory=list)
+
+
+def bearer_row(name: str, server: Server, path: str, token: str) -> Row:
+    return Row(
+        name,
+        server,
+        path,
+        {"Authorization": f"Bearer {token}"},
+        {"Authorization": f"Bearer {forge(token)}"},
+    )
+
+
+def gunicorn_argv(python: Path, target: str, port: int) -> list[str]:
+    """One sync gunicorn worker: how Flask and Django apps are usually deployed."""
+    return [
+        str(python),
+        "-m",
+        "gunicorn",
+        "-w",
+        "1",
+        "-b",
+        f"127.0.0.1:{port}",
+        "--log-level",
+        "warning",
+        target,
+    ]
+
+
+def servers_env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(SERVERS), **extra}
+
+
+class Runner:
+    """Starts servers (and stops every one it started) for the sections asked for."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.servers: list[Server] = []
+        self.postgres: PostgresServer | None = None
+        self.redis: RedisServer | None = None
+
+    def add(self, server: Server) -> Server:
+        self.servers.append(server)
+        server.start()
+        return server
+
+    def own_dir(self, name: str) -> Path:
+        path = self.workdir / name
+        path.mkdir()
+        return path
+
+    def uvicorn(self, name: str, module: str, ready: str, **env: str) -> Server:
+        port = free_port()
+        return self.add(
+            Server(
+                name,
+                uvicorn_argv(module, port),
+                servers_env(**env),
+                self.own_dir(name),
+                port,
+                ready,
+            )
+        )
+
+    def gunicorn(self, name: str, target: str, ready: str, **env: str) -> Server:
+        port = free_port()
+        argv = gunicorn_argv(PEERS_PY, target, port)
+        return self.add(Server(name, argv, servers_env(**env), self.own_dir(name), port, ready))
+
+    def stop(self) -> None:
+        for s in self.servers:
+            s.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
+            shutil.rmtree(self.postgres.socket_dir, ignore_errors=True)
+        if self.redis is not None:
+            self.redis.stop()
+
+    def dump_logs(self) -> None:
+        """Leave the evidence: the tail of every server's log."""
+        for s in self.servers:
+            log = s.cwd / f"{s.name}.log"
+            if log.exists():
+                print(f"--- {s.name} log (tail) ---", file=sys.stderr)
+                print(log.read_text(errors="replace")[-2000:], file=sys.stderr)
+
+
+def plan_me(run: Runner, plan: Plan) -> dict[str, Server]:
+    """gatepass's own GET /auth/me on SQLite: Bearer (three algorithms) and cookie."""
+    gp: dict[str, Server] = {}
+    for alg in ("EdDSA", "ES256", "HS256"):
+        gp[alg] = run.add(gatepass_server(f"gatepass-{alg}", run.workdir, alg))
+        tok = gatepass_login(gp[alg], "mobile", "bench@example.com")["access_token"]
+        plan.rows.append(
+            bearer_row(f"gatepass GET /auth/me, Bearer {alg}", gp[alg], "/auth/me", tok)
+        )
+    cookie = gatepass_login(gp["EdDSA"], "web", "web@example.com")["cookie"]
+    plan.rows.append(
+        Row(
+            "gatepass GET /auth/me, session cookie (SQLite)",
+            gp["EdDSA"],
+            "/auth/me",
+            {"Cookie": f"gatepass_session={cookie}"},
+            {"Cookie": f"gatepass_session={cookie[:-2]}AA"},
+        )
+    )
+    return gp
+
+
+def plan_pyjwt(run: Runner, plan: Plan) -> None:
+    for alg in ("HS256", "EdDSA"):
+        s = run.uvicorn(f"pyjwt-{alg}", "starlette_pyjwt:app", "/token", BENCH_ALG=alg)
+        tok = httpx.get(s.url + "/token").json()["access_token"]
+        plan.rows.append(bearer_row(f"Starlette + PyJWT middleware, {alg}", s, "/me", tok))
+
+
+def plan_scaleout(run: Runner, plan: Plan) -> tuple[Server, Server]:
+    """The PostgreSQL server, and the PostgreSQL + Redis one with its /auth/me rows."""
+    pg = start_postgres()
+    run.postgres = pg
+    pg.admin("CREATE DATABASE bench")
+    gp_pg = run.add(
+        gatepass_server(
+            "gatepass-HS256-postgres",
+            run.workdir,
+            "HS256",
+            database_url=pg.url("bench"),
+            db_auto_upgrade="1",
+        )
+    )
+    # Scaled out: PostgreSQL for the records, Redis for sessions, counters and
+    # the revocation push (AOF everysec, as docs/scaling.md recommends).
+    redis = start_redis(run.workdir / "redis", appendfsync="everysec")
+    run.redis = redis
+    pin(redis.process.pid, CLIENT_CPU)
+    pg.admin("CREATE DATABASE bench_redis")
+    gp_pr = run.add(
+        gatepass_server(
+            "gatepass-HS256-postgres-redis",
+            run.workdir,
+            "HS256",
+            database_url=pg.url("bench_redis"),
+            redis_url=redis.url,
+            db_auto_upgrade="1",
+        )
+    )
+    tok = gatepass_login(gp_pr, "mobile", "bench@example.com")["access_token"]
+    plan.rows.append(
+        bearer_row(
+            "gatepass GET /auth/me, Bearer HS256 (PostgreSQL + Redis)", gp_pr, "/auth/me", tok
+        )
+    )
+    cookie = gatepass_login(gp_pr, "web", "web@example.com")["cookie"]
+    plan.rows.append(
+        Row(
+            "gatepass GET /auth/me, session cookie (PostgreSQL + Redis)",
+            gp_pr,
+            "/auth/me",
+            {"Cookie": f"gatepass_session={cookie}"},
+            {"Cookie": f"gatepass_session={cookie[:-2]}AA"},
+        )
+    )
+    return gp_pg, gp_pr
+
+
+def plan_refresh(plan: Plan, where: list[tuple[str, Server]]) -> None:
+    plan.refresh_rows += [
+        Row(
+            f"gatepass POST /auth/refresh, {REFRESH_CLIENTS} clients ({name})",
+            server,
+            "/auth/refresh",
+            {},
+            {},
+            method="POST",
+        )
+        for name, server in where
+    ]
+
+
+def plan_burst(plan: Plan, server: Server) -> None:
+    token = gatepass_login(server, "mobile", "burst-reader@example.com")["access_token"]
+    plan.burst = bearer_row(
+        "gatepass Bearer EdDSA /auth/me during a login burst", server, "/auth/me", token
+    )
+
+
+def plan_adapters(run: Runner, plan: Plan, issuer: Server | None) -> None:
+    """Per framework: no auth, gatepass's adapter, the peer. The peers and the bare
+    apps of bench/servers run in the peers' env; the adapter modules' apps (bare and
+    gatepass) under gatepass's .venv. ``issuer`` is the ``gatepass serve`` whose
+    tokens the adapters are shown."""
+    # FastAPI ---------------------------------------------------------------------------
+    fu = run.uvicorn("fastapi-users", "fastapi_users_app:app", "/docs")
+    httpx.post(fu.url + "/auth/register", json={"email": "fu@example.com", "password": PASSWORD})
+    tok = httpx.post(
+        fu.url + "/auth/jwt/login", data={"username": "fu@example.com", "password": PASSWORD}
+    ).json()["access_token"]
+    add_framework(
+        run,
+        plan,
+        issuer,
+        "FastAPI",
+        lambda: Row(
+            "FastAPI, no auth",
+            run.uvicorn("fastapi-bare", "bare_fastapi:app", "/me"),
+            "/me",
+            {},
+            {},
+        ),
+        bearer_row("fastapi-users GET /users/me (JWT strategy, SQLite)", fu, "/users/me", tok),
+    )
+    # Flask -----------------------------------------------------------------------------
+    fl = run.gunicorn("flask-jwt-extended", "flask_jwt_app:app", "/me")
+    tok = httpx.post(fl.url + "/login").json()["access_token"]
+    add_framework(
+        run,
+        plan,
+        issuer,
+        "Flask",
+        lambda: Row(
+            "Flask under gunicorn (sync, 1 worker), no auth",
+            run.gunicorn("flask-bare", "bare_flask:app", "/me"),
+            "/me",
+            {},
+            {},
+        ),
+        bearer_row("Flask-JWT-Extended under gunicorn (sync, 1 worker)", fl, "/me", tok),
+    )
+    # Django REST framework: one project, the view without auth and with simplejwt ------
+    drf = run.gunicorn("drf", "drf_app:application", "/me")
+    tok = httpx.post(drf.url + "/token").json()["access_token"]
+    peer = bearer_row("DRF + djangorestframework-simplejwt (user on SQLite)", drf, "/jwt/me", tok)
+    # bench/adapters_django.py measures in process (RequestFactory); over HTTP the DRF
+    # row is bench/servers/drf_gatepass_app.py: the same views in one project, the
+    # protected one behind GatepassAuthentication, under gatepass's .venv.
+    if issuer is None:
+        bare = Row("DRF under gunicorn (sync, 1 worker), no auth", drf, "/me", {}, {})
+        plan.frameworks.append(Framework("DRF", bare, peer, skipped="no gatepass server"))
+        plan.rows += [bare, peer]
+        return
+    env = {**issuer.env, "PYTHONPATH": str(SERVERS), "GATEPASS_PORT": str(issuer.port)}
+    port = free_port()
+    argv = gunicorn_argv(GATEPASS_PY, "drf_gatepass_app:application", port)
+    server = run.add(Server("drf-gatepass", argv, env, issuer.cwd, port, "/me"))
+    token = gatepass_login(issuer, "mobile", "drf-adapter@example.com")["access_token"]
+    bare = Row("DRF under gunicorn (sync, 1 worker), no auth", server, "/me", {}, {})
+    gatepass = bearer_row(
+        "DRF + gatepass GatepassAuthentication (embedded, Bearer)", server, "/gatepass/me", token
+    )
+    plan.frameworks.append(Framework("DRF", bare, peer, gatepass))
+    plan.rows += [bare, peer, gatepass]
+
+
+def add_framework(
+    run: Runner,
+    plan: Plan,
+    issuer: Server | None,
+    name: str,
+    own_bare: Callable[[], Row],
+    peer: Row,
+) -> None:
+    """The rows of one framework: the adapter module's bare and gatepass apps when it
+    is there (else ``own_bare()`` and a line saying why there is no gatepass row)."""
+    skipped = adapter_problem(name, issuer)
+    if skipped is None:
+        assert issuer is not None
+        bare, gatepass = adapter_rows(run, name, issuer)
+        framework = Framework(name, bare, peer, gatepass)
+    else:
+        framework = Framework(name, own_bare(), peer, skipped=skipped)
+    plan.frameworks.append(framework)
+    plan.rows += [framework.bare, framework.peer]
+    if framework.gatepass is not None:
+        plan.rows.append(framework.gatepass)
+
+
+#: The gatepass adapter benchmarks, one module per framework under bench/, each with
+#: ``bare_app()`` and ``gatepass_app(settings)`` (the same route, behind gatepass's
+#: identity, embedded) and the route's path. bench/servers/adapter_apps.py serves
+#: them with settings from GATEPASS_*: the harness runs them under gatepass's .venv
+#: in the folder of a ``gatepass serve`` with the same settings (so the same database
+#: and keys), and presents a token that server issued. With the module present, its
+#: bare app is the framework's no-auth row (the very route, without gatepass).
+ADAPTERS = {
+    "FastAPI": ("adapters_fastapi", "fastapi", "/item"),
+    "Flask": ("adapters_flask", "flask", "/item"),
+    "DRF": ("adapters_django", "django", "/item"),
+}
+GATEPASS_PY = ROOT / ".venv" / "bin" / "python"
+
+
+def adapter_server(framework: str, factory: str, issuer: Server, path: str) -> Server:
+    """``adapter_apps:<factory>`` of ``framework`` under .venv, next to ``issuer``."""
+    port = free_port()
+    target = f"adapter_apps:{factory}"
+    env = {
+        **issuer.env,
+        "PYTHONPATH": f"{SERVERS}{os.pathsep}{BENCH}",
+        # The issuer's own port: the issuer URL tokens carry is derived from it.
+        "GATEPASS_PORT": str(issuer.port),
+    }
+    if framework == "FastAPI":
+        argv = uvicorn_argv(target, port, python=GATEPASS_PY, factory=True)
+    else:
+        argv = gunicorn_argv(GATEPASS_PY, f"{target}()", port)
+    # Ready once it answers at all (the gatepass app's route without a token is a 401).
+    return Server(f"{factory}", argv, env, issuer.cwd, port, path)
+
+
+def adapter_problem(framework: str, issuer: Server | None) -> str | None:
+    """Why ``framework`` gets no gatepass row, or ``None`` when it gets one."""
+    module, _, _ = ADAPTERS[framework]
+    source = BENCH / f"{module}.py"
+    if not source.exists():
+        return f"adapter not present (bench/{source.name} has not landed): no figure"
+    text = source.read_text()
+    if "def gatepass_app(" not in text or "def bare_app(" not in text:
+        return f"bench/{source.name} lacks bare_app() or gatepass_app(settings): no figure"
+    if issuer is None:
+        return "no gatepass server to issue its token: no figure"
+    return None
+
+
+def adapter_rows(run: Runner, framework: str, issuer: Server) -> tuple[Row, Row]:
+    """The adapter module's bare row and gatepass row (a token ``issuer`` issued)."""
+    module, prefix, path = ADAPTERS[framework]
+    bare = run.add(adapter_server(framework, f"{prefix}_bare", issuer, path))
+    server = run.add(adapter_server(framework, f"{prefix}_gatepass", issuer, path))
+    token = gatepass_login(issuer, "mobile", f"{prefix}-adapter@example.com")["access_token"]
+    return (
+        Row(f"{framework} ({module}.py bare_app), no auth", bare, path, {}, {}),
+        bearer_row(f"{framework} + gatepass adapter (embedded, Bearer)", server, path, token),
+    )
+
+
+def _added_cpu(row: Row | None, bare: Row) -> str:
+    if row is None or not row.cpu_us:
+        return "-"
+    return f"{_med(row.cpu_us) - _med(bare.cpu_us):+.0f}"
+
+
+def _rps(row: Row | None) -> str:
+    return f"{_med(row.rps):.0f}" if row is not None and row.rps else "-"
+
+
+def print_frameworks(frameworks: list[Framework]) -> None:
+    """Per framework: req/s without auth, with gatepass and with the peer, and the CPU
+    each adds per request (its server's CPU µs/req minus the bare app's)."""
+    header = (
+        f"{'framework':<9} {'bare req/s':>10} {'gatepass req/s':>14} {'peer req/s':>10} "
+        f"{'gatepass +CPU µs/req':>20} {'peer +CPU µs/req':>16}  peer"
+    )
+    print(header)
+    print("-" * len(header))
+    for f in frameworks:
+        print(
+            f"{f.name:<9} {_rps(f.bare):>10} {_rps(f.gatepass):>14} {_rps(f.peer):>10} "
+            f"{_added_cpu(f.gatepass, f.bare):>20} {_added_cpu(f.peer, f.bare):>16}  {f.peer.name}"
+        )
+    for f in frameworks:
+        if f.skipped:
+            print(f"{f.name}: skipped gatepass row: {f.skipped}")
+
+
+def print_me_ratios(rows: list[Row], ceiling: Row) -> None:
+    """gatepass's /auth/me against the ceiling two ways: req/s measured side by side,
+    and bare CPU µs/req over the row's (the req/s ratio of a server that has a CPU
+    to itself, less sensitive to other load on the machine)."""
+    me = [r for r in rows if r.name.startswith("gatepass GET /auth/me") and r.cpu_us]
+    if not me or not ceiling.cpu_us:
+        return
+    print(f"\n{'vs bare Starlette':<56} {'req/s ×':>8} {'CPU ×':>7}")
+    for r in me:
+        by_rps = _med(r.rps) / _med(ceiling.rps)
+        by_cpu = _med(ceiling.cpu_us) / _med(r.cpu_us)
+        print(f"{r.name:<56} {by_rps:>8.2f} {by_cpu:>7.2f}")
+
+
+def parse_sections(text: str | None) -> list[str]:
+    if not text:
+        return list(SECTIONS)
+    chosen = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [part for part in chosen if part not in SECTIONS]
+    if unknown:
+        raise SystemExit(f"bench: unknown section(s) {', '.join(unknown)}; choose from {SECTIONS}")
+    return chosen
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="short smoke run")
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--duration", type=float)
+    parser.add_argument(
+        "--only",
+        help=f"comma-separated sections to run, of {', '.join(SECTIONS)} (default: all); "
+        "the bare Starlette ceiling always runs",
+    )
     args = parser.parse_args()
+    sections = parse_sections(args.only)
     rounds = args.rounds or (1 if args.quick else 3)
     duration = args.duration or (3.0 if args.quick else 10.0)
     warmup = 1 if args.quick else 3
@@ -425,216 +850,41 @@ def main() -> int:
             return 2
 
     workdir = Path(tempfile.mkdtemp(prefix="gatepass-bench-"))
-    servers: list[Server] = []
-    postgres: PostgresServer | None = None
-    redis: RedisServer | None = None
-
-    def add(server: Server) -> Server:
-        servers.append(server)
-        server.start()
-        return server
-
+    run = Runner(workdir)
+    plan = Plan()
     try:
-        bare = add(
-            Server(
-                "bare",
-                uvicorn_argv("bare_starlette:app", p := free_port()),
-                {**os.environ, "PYTHONPATH": str(SERVERS)},
-                workdir,
-                p,
-                "/me",
-            )
-        )
-        rows: list[Row] = [Row("bare Starlette, no auth (ceiling)", bare, "/me", {}, {})]
-        for alg in ("HS256", "EdDSA"):
-            s = add(
-                Server(
-                    f"pyjwt-{alg}",
-                    uvicorn_argv("starlette_pyjwt:app", p := free_port()),
-                    {**os.environ, "PYTHONPATH": str(SERVERS), "BENCH_ALG": alg},
-                    workdir,
-                    p,
-                    "/token",
-                )
-            )
-            tok = httpx.get(s.url + "/token").json()["access_token"]
-            rows.append(
-                Row(
-                    f"Starlette + PyJWT middleware, {alg}",
-                    s,
-                    "/me",
-                    {"Authorization": f"Bearer {tok}"},
-                    {"Authorization": f"Bearer {forge(tok)}"},
-                )
-            )
-        fu_dir = workdir / "fastapi-users"
-        fu_dir.mkdir()
-        fu = add(
-            Server(
-                "fastapi-users",
-                uvicorn_argv("fastapi_users_app:app", p := free_port()),
-                {**os.environ, "PYTHONPATH": str(SERVERS)},
-                fu_dir,
-                p,
-                "/docs",
-            )
-        )
-        httpx.post(
-            fu.url + "/auth/register", json={"email": "fu@example.com", "password": PASSWORD}
-        )
-        tok = httpx.post(
-            fu.url + "/auth/jwt/login", data={"username": "fu@example.com", "password": PASSWORD}
-        ).json()["access_token"]
-        rows.append(
-            Row(
-                "fastapi-users GET /users/me (JWT strategy, SQLite)",
-                fu,
-                "/users/me",
-                {"Authorization": f"Bearer {tok}"},
-                {"Authorization": f"Bearer {forge(tok)}"},
-            )
-        )
-        p = free_port()
-        fl = add(
-            Server(
-                "flask-jwt-extended",
-                [
-                    str(PEERS_PY),
-                    "-m",
-                    "gunicorn",
-                    "-w",
-                    "1",
-                    "-b",
-                    f"127.0.0.1:{p}",
-                    "--log-level",
-                    "warning",
-                    "flask_jwt_app:app",
-                ],
-                {**os.environ, "PYTHONPATH": str(SERVERS)},
-                workdir,
-                p,
-                "/me",
-            )
-        )
-        tok = httpx.post(fl.url + "/login").json()["access_token"]
-        rows.append(
-            Row(
-                "Flask-JWT-Extended under gunicorn (sync, 1 worker)",
-                fl,
-                "/me",
-                {"Authorization": f"Bearer {tok}"},
-                {"Authorization": f"Bearer {forge(tok)}"},
-            )
-        )
+        bare = run.uvicorn("bare", "bare_starlette:app", "/me")
+        plan.rows.append(Row("bare Starlette, no auth (ceiling)", bare, "/me", {}, {}))
+        need_gp = {"me", "refresh", "burst", "adapters"} & set(sections)
+        gp = plan_me(run, plan) if need_gp else {}
+        if "me" not in sections:  # the servers serve refresh or the burst only
+            plan.rows = plan.rows[:1]
+        if "pyjwt" in sections:
+            plan_pyjwt(run, plan)
+        refresh_where: list[tuple[str, Server]] = [("SQLite", gp["HS256"])] if gp else []
+        if "scaleout" in sections:
+            gp_pg, gp_pr = plan_scaleout(run, plan)
+            refresh_where += [("PostgreSQL", gp_pg), ("PostgreSQL + Redis", gp_pr)]
+        if "refresh" in sections:
+            plan_refresh(plan, refresh_where)
+        if "burst" in sections:
+            plan_burst(plan, gp["EdDSA"])
+        if "adapters" in sections:
+            plan_adapters(run, plan, gp.get("EdDSA"))
 
-        gp: dict[str, Server] = {}
-        for alg in ("EdDSA", "ES256", "HS256"):
-            gp[alg] = add(gatepass_server(f"gatepass-{alg}", workdir, alg))
-            tok = gatepass_login(gp[alg], "mobile", "bench@example.com")["access_token"]
-            rows.append(
-                Row(
-                    f"gatepass GET /auth/me, Bearer {alg}",
-                    gp[alg],
-                    "/auth/me",
-                    {"Authorization": f"Bearer {tok}"},
-                    {"Authorization": f"Bearer {forge(tok)}"},
-                )
-            )
-        web = gatepass_login(gp["EdDSA"], "web", "web@example.com")
-        cookie = web["cookie"]
-        rows.append(
-            Row(
-                "gatepass GET /auth/me, session cookie (SQLite)",
-                gp["EdDSA"],
-                "/auth/me",
-                {"Cookie": f"gatepass_session={cookie}"},
-                {"Cookie": f"gatepass_session={cookie[:-2]}AA"},
-            )
-        )
-        pg = start_postgres()
-        postgres = pg
-        pg.admin("CREATE DATABASE bench")
-        gp_pg = add(
-            gatepass_server(
-                "gatepass-HS256-postgres",
-                workdir,
-                "HS256",
-                database_url=pg.url("bench"),
-                db_auto_upgrade="1",
-            )
-        )
-        # Scaled out: PostgreSQL for the records, Redis for sessions, counters and
-        # the revocation push (AOF everysec, as docs/scaling.md recommends).
-        redis = start_redis(workdir / "redis", appendfsync="everysec")
-        pin(redis.process.pid, CLIENT_CPU)
-        pg.admin("CREATE DATABASE bench_redis")
-        gp_pr = add(
-            gatepass_server(
-                "gatepass-HS256-postgres-redis",
-                workdir,
-                "HS256",
-                database_url=pg.url("bench_redis"),
-                redis_url=redis.url,
-                db_auto_upgrade="1",
-            )
-        )
-        tok = gatepass_login(gp_pr, "mobile", "bench@example.com")["access_token"]
-        rows.append(
-            Row(
-                "gatepass GET /auth/me, Bearer HS256 (PostgreSQL + Redis)",
-                gp_pr,
-                "/auth/me",
-                {"Authorization": f"Bearer {tok}"},
-                {"Authorization": f"Bearer {forge(tok)}"},
-            )
-        )
-        cookie = gatepass_login(gp_pr, "web", "web@example.com")["cookie"]
-        rows.append(
-            Row(
-                "gatepass GET /auth/me, session cookie (PostgreSQL + Redis)",
-                gp_pr,
-                "/auth/me",
-                {"Cookie": f"gatepass_session={cookie}"},
-                {"Cookie": f"gatepass_session={cookie[:-2]}AA"},
-            )
-        )
-        refresh_rows = [
-            Row(
-                f"gatepass POST /auth/refresh, {REFRESH_CLIENTS} clients ({where})",
-                server,
-                "/auth/refresh",
-                {},
-                {},
-                method="POST",
-            )
-            for where, server in (
-                ("SQLite", gp["HS256"]),
-                ("PostgreSQL", gp_pg),
-                ("PostgreSQL + Redis", gp_pr),
-            )
-        ]
-        burst_token = gatepass_login(gp["EdDSA"], "mobile", "burst-reader@example.com")[
-            "access_token"
-        ]
-        special_burst = Row(
-            "gatepass Bearer EdDSA /auth/me during a login burst",
-            gp["EdDSA"],
-            "/auth/me",
-            {"Authorization": f"Bearer {burst_token}"},
-            {"Authorization": f"Bearer {forge(burst_token)}"},
-        )
-
-        for row in [*rows[1:], special_burst]:
-            check_credentials(row)
-        for row in refresh_rows:
+        burst = [plan.burst] if plan.burst is not None else []
+        for row in [*plan.rows, *burst]:
+            if row.headers:  # the rows without a credential are the no-auth ceilings
+                check_credentials(row)
+        for row in plan.refresh_rows:
             check_refresh(row.server)
         print(
             "credentials checked: every protected row answers 200 / 401 missing / 401 forged; "
             "refresh 200 / 401 spent / 401 unknown"
         )
-        for row in rows:
+        for row in plan.rows:
             run_wrk(row.server.url + row.path, row.headers, warmup)
-        for row in refresh_rows:
+        for row in plan.refresh_rows:
             # Measured and thrown away: a warm-up like the other rows'.
             measure_refresh(row, warmup)
             for figures in (row.rps, row.p50, row.p99, row.cpu_us, row.errors):
@@ -642,39 +892,35 @@ def main() -> int:
 
         for n in range(rounds):
             print(f"round {n + 1}/{rounds} …", flush=True)
-            for row in rows:
+            for row in plan.rows:
                 measure(row, duration)
-            for row in refresh_rows:
+            for row in plan.refresh_rows:
                 measure_refresh(row, duration)
-            measure_during_logins(special_burst, duration)
+            if plan.burst is not None:
+                measure_during_logins(plan.burst, duration)
         print()
-        print_table([*rows, *refresh_rows, special_burst], rows[0])
-        idle = next(r for r in rows if r.name.endswith("Bearer EdDSA"))
-        print(
-            f"\nBearer EdDSA p99 during login burst / idle p99: "
-            f"{_med(special_burst.p99) / _med(idle.p99):.2f}×"
-        )
+        print_table([*plan.rows, *plan.refresh_rows, *burst], plan.rows[0])
+        print_me_ratios(plan.rows, plan.rows[0])
+        if plan.burst is not None:
+            idle = next((r for r in plan.rows if r.name.endswith("Bearer EdDSA")), None)
+            if idle is not None:
+                print(
+                    f"\nBearer EdDSA p99 during login burst / idle p99: "
+                    f"{_med(plan.burst.p99) / _med(idle.p99):.2f}×"
+                )
+        if plan.frameworks:
+            print()
+            print_frameworks(plan.frameworks)
         print(
             f"{rounds} interleaved round(s) of {duration:.0f} s, wrk -t1 -c{CONNECTIONS}, "
-            f"servers on CPU {SERVER_CPU}, load on CPU {CLIENT_CPU}"
+            f"servers on CPU {SERVER_CPU}, load on CPU {CLIENT_CPU}; sections: {', '.join(sections)}"
         )
         return 0
     except Exception:
-        # Leave the evidence: the tail of every server's log.
-        for s in servers:
-            log = s.cwd / f"{s.name}.log"
-            if log.exists():
-                print(f"--- {s.name} log (tail) ---", file=sys.stderr)
-                print(log.read_text(errors="replace")[-2000:], file=sys.stderr)
+        run.dump_logs()
         raise
     finally:
-        for s in servers:
-            s.stop()
-        if postgres is not None:
-            postgres.stop()
-            shutil.rmtree(postgres.socket_dir, ignore_errors=True)
-        if redis is not None:
-            redis.stop()
+        run.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

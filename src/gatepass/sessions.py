@@ -9,13 +9,16 @@ policy and the time.
 
 from __future__ import annotations
 
+import base64
 import enum
 import hashlib
+import hmac
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
-from itsdangerous import BadSignature, Signer
+from itsdangerous import Signer
 
 from gatepass._singleflight import SingleFlight
 from gatepass.clock import Clock
@@ -37,6 +40,7 @@ HANDLE_BYTES = 16
 #: A signed cookie is ~87 characters; anything far longer is not ours.
 MAX_COOKIE_LENGTH = 256
 _SIGNER_SALT = "gatepass.session-cookie"
+_SHA256_BLOCK = 64
 #: A loaded session is reused from memory for this long. Sessions this process
 #: ends are forgotten at once; ones another process ends stop working here
 #: within this time (the same bound as the access-token revocation feed).
@@ -48,7 +52,7 @@ TAGGED_ID_LENGTH = SLOT_TAG_LENGTH + 43
 
 
 def _is_tag(text: str) -> bool:
-    return len(text) == SLOT_TAG_LENGTH and all(c in _HEX for c in text)
+    return len(text) == SLOT_TAG_LENGTH and _HEX.issuperset(text)
 
 
 def hash_session_id(session_id: str) -> str:
@@ -71,8 +75,23 @@ def new_session_id(user_id: str) -> str:
     return slot_tag(user_id) + secrets.token_urlsafe(SESSION_ID_BYTES)
 
 
+def _hmac_pads(key: bytes) -> tuple[Any, Any]:
+    """SHA-256 after the inner and the outer HMAC pad of ``key`` (at most one block)."""
+    block = key.ljust(_SHA256_BLOCK, b"\0")
+    inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+    outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
+    return inner, outer
+
+
 class CookieSigner:
-    """Signs session IDs with the first secret and accepts any of them (rotation)."""
+    """Signs session IDs with the first secret and accepts any of them (rotation).
+
+    The format is itsdangerous' ``Signer`` (HMAC key derivation, SHA-256): signing
+    goes through it. Checking runs on every cookie-authenticated request, so it is
+    done here with the derived keys computed once, and it accepts only the
+    canonical encoding of a signature (itsdangerous' decoder skips characters
+    outside the alphabet and padding, so one signature had many spellings).
+    """
 
     def __init__(self, secrets_: Sequence[str]) -> None:
         if not secrets_:
@@ -83,6 +102,13 @@ class CookieSigner:
             salt=_SIGNER_SALT,
             key_derivation="hmac",
             digest_method=hashlib.sha256,
+        )
+        # As Signer.derive_key("hmac"): HMAC-SHA256(secret, salt), the signing key first;
+        # each kept as the SHA-256 states after its HMAC pads (RFC 2104), which makes
+        # a check two hash copies instead of a keyed HMAC set up per request.
+        salt = _SIGNER_SALT.encode("utf-8")
+        self._pads = tuple(
+            _hmac_pads(hmac.digest(s.encode("utf-8"), salt, "sha256")) for s in secrets_
         )
 
     def __repr__(self) -> str:
@@ -95,10 +121,20 @@ class CookieSigner:
         """The session ID inside a genuine cookie value, else ``None``."""
         if not cookie_value or len(cookie_value) > MAX_COOKIE_LENGTH or not cookie_value.isascii():
             return None
-        try:
-            return self._signer.unsign(cookie_value).decode("ascii")
-        except (BadSignature, UnicodeDecodeError):
+        session_id, dot, signature = cookie_value.rpartition(".")
+        if not dot:
             return None
+        message = session_id.encode("ascii")
+        presented = signature.encode("ascii")
+        for inner_pad, outer_pad in self._pads:
+            inner = inner_pad.copy()
+            inner.update(message)
+            outer = outer_pad.copy()
+            outer.update(inner.digest())
+            expected = base64.urlsafe_b64encode(outer.digest()).rstrip(b"=")
+            if hmac.compare_digest(expected, presented):
+                return session_id
+        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,15 +15,17 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 
 from gatepass.config import Settings, load_settings
 from gatepass.core import Gatepass
 from gatepass.errors import GatepassError, Overloaded, RequestError, StoreUnavailable
 from gatepass.passwords import PasswordHasher
 from gatepass.server import api, pages
+from gatepass.server.me_endpoint import MeEndpoint, is_me_request
 from gatepass.server.middleware import SecurityHeaders
 from gatepass.server.problems import problem, problem_response
-from gatepass.web import problem_for, trusted_origins, wildcard_bind_warning
+from gatepass.web import problem_for, session_cookie, trusted_origins, wildcard_bind_warning
 
 logger = logging.getLogger("gatepass.server")
 #: How often the server deletes expired sessions and refresh families.
@@ -75,13 +77,36 @@ async def _prune_forever(gp: Gatepass, interval: float = PRUNE_INTERVAL_SECONDS)
             logger.debug("pruned %d expired rows", removed)
 
 
+class GatepassApp(Starlette):
+    """The auth server: Starlette, with ``GET /auth/me`` answered ahead of the router
+    (see :mod:`gatepass.server.me_endpoint`) once a :class:`Gatepass` is open."""
+
+    me_endpoint: MeEndpoint | None = None
+
+    def serve(self, gatepass: Gatepass | None) -> None:
+        """Serve ``gatepass`` (``None``: nothing until the next one)."""
+        self.state.gatepass = gatepass
+        self.me_endpoint = (
+            None
+            if gatepass is None
+            else MeEndpoint(gatepass, session_cookie(gatepass.settings).name)
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        endpoint = self.me_endpoint
+        if endpoint is not None and is_me_request(scope):
+            await endpoint(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(
     settings: Settings | None = None,
     *,
     gatepass: Gatepass | None = None,
     clock: Callable[[], float] = time.time,
     hasher: PasswordHasher | None = None,
-) -> Starlette:
+) -> GatepassApp:
     """Build the auth server.
 
     Pass ``gatepass`` to serve an already opened instance (its owner closes it);
@@ -95,24 +120,26 @@ def create_app(
         raise TypeError("create_app needs settings or a Gatepass instance")
 
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: GatepassApp) -> AsyncIterator[None]:
         warning = wildcard_bind_warning(config)
         if warning is not None:
             logger.warning(warning)
         if gatepass is not None or settings is None:
-            app.state.gatepass = gatepass
+            app.serve(gatepass)
             yield
             return
         opened = await Gatepass.open(settings, clock=clock, hasher=hasher)
-        app.state.gatepass = opened
+        app.serve(opened)
         pruning = asyncio.ensure_future(_prune_forever(opened))
         try:
             yield
         finally:
             pruning.cancel()
+            # Closed below: the fast endpoint must not serve a closed instance.
+            app.me_endpoint = None
             await opened.close()
 
-    app = Starlette(
+    app = GatepassApp(
         routes=[
             *api.routes,
             Route("/", pages.root, methods=["GET"]),
@@ -138,10 +165,10 @@ def create_app(
     app.state.trusted_origins = trusted_origins(config)
     app.state.templates = pages.make_environment()
     if gatepass is not None:
-        app.state.gatepass = gatepass
+        app.serve(gatepass)
     return app
 
 
-def create_app_from_env() -> Starlette:
+def create_app_from_env() -> GatepassApp:
     """Factory for ``uvicorn --factory`` (multi-worker): settings from the environment."""
     return create_app(load_settings())
