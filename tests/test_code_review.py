@@ -15,7 +15,6 @@ from gatepass.config import load_settings
 from gatepass.core import Gatepass
 from gatepass.errors import ConfigError, DuplicateRecord, StoreUnavailable
 from gatepass.keys import KeyRing
-from gatepass.server import app as server_app
 from gatepass.sessions import CookieSigner, SessionManager, SessionPolicy
 from gatepass.stores.base import SessionLimit, SessionRecord, SigningKeyRecord, UserRecord
 from gatepass.stores.sql import SqlStore
@@ -151,7 +150,7 @@ async def test_prune_loop_survives_an_unexpected_error(
         return 0
 
     monkeypatch.setattr(gp, "prune", prune)
-    loop = asyncio.create_task(server_app._prune_forever(gp, interval=0))
+    loop = asyncio.create_task(gp.prune_forever(interval=0))
     try:
         for _ in range(200):
             if len(rounds) >= 3:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -12,6 +13,7 @@ from gatepass.authenticator import Authenticator, BearerAuthenticator, NodeCache
 from gatepass.clock import Clock
 from gatepass.config import Settings
 from gatepass.devices import DeviceCookies
+from gatepass.errors import StoreUnavailable
 from gatepass.events import EventBus, LocalEventBus
 from gatepass.keys import KeyRing, retired_key_retention
 from gatepass.metrics import Metrics
@@ -27,6 +29,8 @@ from gatepass.stores.split import SplitStore
 from gatepass.tokens import AccessTokens
 
 logger = logging.getLogger("gatepass")
+#: How often the auth server (and the adapters) delete expired sessions and families.
+PRUNE_INTERVAL_SECONDS = 300
 
 SESSION_SECRET_NAME = "session-secret-1"  # noqa: S105 - a row name, not a secret
 THROTTLE_SECRET_NAME = "throttle-key-1"  # noqa: S105 - a row name, not a secret
@@ -205,6 +209,22 @@ class Gatepass:
             session_idle=self.settings.session_idle_timeout,
             session_absolute=self.settings.session_absolute_timeout,
         )
+
+    async def prune_forever(self, interval: float = PRUNE_INTERVAL_SECONDS) -> None:
+        """:meth:`prune` every ``interval`` seconds until cancelled (the auth server
+        and the adapters run this as a task beside the app)."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                removed = await self.prune()
+            except StoreUnavailable as exc:
+                logger.warning("pruning expired rows failed: %s", exc)
+            except Exception:
+                # Pruning only frees space; whatever went wrong, the next round tries
+                # again rather than the task dying unnoticed.
+                logger.exception("pruning expired rows failed")
+            else:
+                logger.debug("pruned %d expired rows", removed)
 
     async def close(self) -> None:
         """Release the event bus, the database connections and the hashing threads."""

@@ -39,7 +39,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gatepass.authenticator import Identity
 from gatepass.clock import Clock
 from gatepass.config import Settings
-from gatepass.core import Gatepass
+from gatepass.core import PRUNE_INTERVAL_SECONDS, Gatepass
 from gatepass.csrf import CSRF_FORM_FIELD, CSRF_HEADER, SAFE_METHODS, check_origin
 from gatepass.errors import (
     AuthenticationFailed,
@@ -68,8 +68,6 @@ AUTHENTICATED = "authenticated"
 #: (then handed on to the app); beyond this it is refused rather than buffered.
 MAX_FORM_BYTES = 64 * 1024
 FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
-#: How often the lifespan deletes expired sessions and refresh families.
-PRUNE_INTERVAL_SECONDS = 300.0
 
 
 # the principal ------------------------------------------------------------------
@@ -142,18 +140,6 @@ def _check_handlers(app: Any) -> None:
         )
 
 
-async def _prune_forever(gp: Gatepass, interval: float) -> None:
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            await gp.prune()
-        except StoreUnavailable as exc:
-            logger.warning("pruning expired rows failed: %s", exc)
-        except Exception:
-            # Pruning only frees space: the next round tries again.
-            logger.exception("pruning expired rows failed")
-
-
 class GatepassLifespan:
     """Opens gatepass with the app and closes it after; see :func:`gatepass_lifespan`."""
 
@@ -194,7 +180,7 @@ class GatepassLifespan:
         app.state.templates = make_environment()
         pruning: asyncio.Future[None] | None = None
         if owned and self._prune_interval is not None:
-            pruning = asyncio.ensure_future(_prune_forever(gp, self._prune_interval))
+            pruning = asyncio.ensure_future(gp.prune_forever(self._prune_interval))
         try:
             yield gp
         finally:

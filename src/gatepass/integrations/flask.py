@@ -98,8 +98,6 @@ EXTENSION_KEY = "gatepass"
 #: ``app.config`` key (Flask only, not an environment setting) for the embedded
 #: default's data folder; the other ``GATEPASS_*`` keys are gatepass's settings.
 DATA_DIR_KEY = "GATEPASS_DATA_DIR"
-#: Seconds between two deletions of expired sessions and families by each process.
-PRUNE_INTERVAL_SECONDS = 300
 _G_PRINCIPAL = "_gatepass_principal"
 _UNJUDGED = object()
 _ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -252,7 +250,7 @@ class _Embedded:
             # request (503), retried by the next one, logged for the operator.
             logger.exception("opening gatepass's stores failed")
             raise StoreUnavailable("gatepass's stores could not be opened") from exc
-        pruning = asyncio.ensure_future(_prune_forever(gp))
+        pruning = asyncio.ensure_future(gp.prune_forever())
         self.opened = _Opened(gp, create_app(gatepass=gp), pruning)
 
     async def _close(self) -> None:
@@ -335,17 +333,6 @@ class _Embedded:
 
     def close(self) -> None:
         self.loop.stop(self._close)
-
-
-async def _prune_forever(gp: Gatepass) -> None:
-    # What the auth server does in its lifespan: expired rows are refused anyway,
-    # pruning only frees their space, so any failure waits for the next round.
-    while True:
-        await asyncio.sleep(PRUNE_INTERVAL_SECONDS)
-        try:
-            await gp.prune()
-        except Exception as exc:
-            logger.warning("pruning expired rows failed: %s", type(exc).__name__)
 
 
 @dataclass(slots=True)

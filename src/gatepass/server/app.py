@@ -28,8 +28,6 @@ from gatepass.server.problems import problem, problem_response
 from gatepass.web import problem_for, session_cookie, trusted_origins, wildcard_bind_warning
 
 logger = logging.getLogger("gatepass.server")
-#: How often the server deletes expired sessions and refresh families.
-PRUNE_INTERVAL_SECONDS = 300
 
 
 async def _gatepass_error(request: Request, exc: Exception) -> Response:
@@ -60,21 +58,6 @@ async def _client_disconnect(request: Request, exc: Exception) -> Response:
 async def _server_error(request: Request, exc: Exception) -> Response:
     # The exception is logged by the server; its text never reaches the client.
     return problem(500)
-
-
-async def _prune_forever(gp: Gatepass, interval: float = PRUNE_INTERVAL_SECONDS) -> None:
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            removed = await gp.prune()
-        except StoreUnavailable as exc:
-            logger.warning("pruning expired rows failed: %s", exc)
-        except Exception:
-            # Pruning only frees space; whatever went wrong, the next round tries again
-            # rather than the loop dying unnoticed.
-            logger.exception("pruning expired rows failed")
-        else:
-            logger.debug("pruned %d expired rows", removed)
 
 
 class GatepassApp(Starlette):
@@ -130,7 +113,7 @@ def create_app(
             return
         opened = await Gatepass.open(settings, clock=clock, hasher=hasher)
         app.serve(opened)
-        pruning = asyncio.ensure_future(_prune_forever(opened))
+        pruning = asyncio.ensure_future(opened.prune_forever())
         try:
             yield
         finally:

@@ -128,7 +128,7 @@ class EmbeddedRuntime:
                     raise StoreUnavailable("gatepass's stores could not be opened") from exc
                 if self.options.prune_interval is not None:
                     self._pruning = asyncio.ensure_future(
-                        _prune_forever(gatepass, self.options.prune_interval)
+                        gatepass.prune_forever(self.options.prune_interval)
                     )
                 self._opened = (gatepass, create_app(gatepass=gatepass))
             return self._opened
@@ -199,18 +199,6 @@ class EmbeddedRuntime:
                 return
             self._closed = True
         self._loop.stop(self._close)
-
-
-async def _prune_forever(gatepass: Gatepass, interval: float) -> None:
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            await gatepass.prune()
-        except StoreUnavailable as exc:
-            logger.warning("pruning expired rows failed: %s", exc)
-        except Exception:
-            # Pruning only frees space: the next round tries again.
-            logger.exception("pruning expired rows failed")
 
 
 class ResourceServerRuntime:
