@@ -33,7 +33,7 @@ from typing import Any
 
 from flask import Flask, jsonify
 
-from gatepass.config import load_settings
+from gatepass.config import Settings, load_settings
 from gatepass.integrations.flask import (
     FlaskGatepass,
     TokenVerifier,
@@ -56,19 +56,31 @@ def bare_app() -> Flask:
     return app
 
 
-def gatepass_app(
-    *, verifier: TokenVerifier | None = None, data_dir: Path | None = None
+def gatepass_app(settings: Settings) -> Flask:
+    """For bench/run.py: the bare app's route behind ``login_required``, embedded,
+    on ``settings`` (those of the ``gatepass serve`` whose token it is shown)."""
+    app, _ = gatepass_app_with(settings=settings)
+    return app
+
+
+def gatepass_app_with(
+    *,
+    verifier: TokenVerifier | None = None,
+    data_dir: Path | None = None,
+    settings: Settings | None = None,
 ) -> tuple[Flask, FlaskGatepass]:
     """The bare app's route behind ``login_required``: resource-server mode with
-    ``verifier``, else embedded mode on SQLite in ``data_dir``."""
+    ``verifier``, else embedded mode on ``settings`` or SQLite in ``data_dir``."""
     app = Flask("gatepass")
     if verifier is not None:
         ext = FlaskGatepass(verifier=verifier)
     else:
-        assert data_dir is not None
-        settings = load_settings(
-            {"GATEPASS_DEV": "1", "GATEPASS_PUBLIC_URL": "http://localhost"}, data_dir=data_dir
-        )
+        if settings is None:
+            assert data_dir is not None
+            settings = load_settings(
+                {"GATEPASS_DEV": "1", "GATEPASS_PUBLIC_URL": "http://localhost"},
+                data_dir=data_dir,
+            )
         ext = FlaskGatepass(settings=settings)
     ext.init_app(app)
     if verifier is None:
@@ -170,7 +182,7 @@ def _token_from(app: Flask) -> str:
 
 @contextmanager
 def embedded_row(folder: Path) -> Iterator[WsgiCall]:
-    app, ext = gatepass_app(data_dir=folder / "embedded")
+    app, ext = gatepass_app_with(data_dir=folder / "embedded")
     try:
         token = _token_from(app)
         check(app, "/hello", _bearer(token), _bearer(forge(token)))
@@ -194,7 +206,7 @@ def resource_row(folder: Path) -> Iterator[WsgiCall]:
             answer = client.post("/auth/login", json={**account, "client": "api"})
             token = str(answer.json()["access_token"])
         with Verifier(server.url, audience="gatepass") as verifier:
-            app, _ = gatepass_app(verifier=verifier)
+            app, _ = gatepass_app_with(verifier=verifier)
             check(app, "/hello", _bearer(token), _bearer(forge(token)))
             yield wsgi_call(app, "/hello", _bearer(token))
 

@@ -726,7 +726,7 @@ def add_framework(
 #: bare app is the framework's no-auth row (the very route, without gatepass).
 ADAPTERS = {
     "FastAPI": ("adapters_fastapi", "fastapi", "/item"),
-    "Flask": ("adapters_flask", "flask", "/item"),
+    "Flask": ("adapters_flask", "flask", "/hello"),
     "DRF": ("adapters_django", "django", "/item"),
 }
 GATEPASS_PY = ROOT / ".venv" / "bin" / "python"
