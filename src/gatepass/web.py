@@ -21,6 +21,8 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from gatepass._addresses import is_loopback_address as is_loopback_address
+from gatepass._addresses import is_loopback_host as is_loopback_host
 from gatepass._compare import constant_time_equals
 from gatepass.config import ProxyNet, Settings, origin_of
 from gatepass.csrf import SAFE_METHODS, check_csrf_token, check_origin
@@ -45,28 +47,6 @@ _BEARER = "bearer "
 
 class AmbiguousCookie(ValueError):
     """A request carried the same cookie name more than once."""
-
-
-def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        ip = ipaddress.ip_address(text.strip("[]"))
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
-
-
-def is_loopback_address(address: str | None) -> bool:
-    """``True`` for 127.0.0.0/8, ``::1`` and ``::ffff:127.x``; ``False`` for anything
-    that is not an IP address (a test client's made-up peer name included)."""
-    ip = _ip(address) if address else None
-    return ip is not None and ip.is_loopback
-
-
-def is_loopback_host(host: str) -> bool:
-    """A URL host (``localhost`` or a loopback IP literal) that names this machine."""
-    return host.lower().rstrip(".") == "localhost" or is_loopback_address(host)
 
 
 def _loopback_spellings(origin: str) -> set[str]:

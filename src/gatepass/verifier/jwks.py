@@ -28,7 +28,6 @@ skipped with one log line (its position and the reason, never key material).
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import logging
 import math
@@ -42,6 +41,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from gatepass._addresses import is_loopback_host
 from gatepass.clock import Clock
 from gatepass.errors import KeysUnavailable
 from gatepass.tokens import PublicKey, key_from_jwk
@@ -77,16 +77,6 @@ _NO_CACHE = re.compile(r"(?:^|,)\s*(?:no-cache|no-store)\s*(?:,|$)", re.IGNORECA
 def jwks_url_for(issuer: str) -> str:
     """Where gatepass publishes an issuer's keys: ``<issuer>/.well-known/jwks.json``."""
     return issuer.rstrip("/") + JWKS_PATH
-
-
-def is_loopback_host(host: str) -> bool:
-    """``localhost`` or a loopback IP address (127.0.0.0/8, ::1)."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_jwks_url(url: str, *, allow_insecure_http: bool = False) -> str:
