@@ -80,7 +80,8 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
-def _user_json(user: UserRecord) -> dict[str, Any]:
+def user_json(user: UserRecord) -> dict[str, Any]:
+    """A user as the contract shows it (login's ``user``, ``GET /auth/me``)."""
     return {"id": user.id, "email": user.email, "roles": list(user.roles)}
 
 
@@ -168,7 +169,7 @@ async def _login(request: Request, form: bool) -> Response:
             login_csrf_cookie_name(gp), path="/", secure=gp.settings.cookie_secure
         )
     else:
-        payload = {"user": _user_json(user), "csrf_token": issued.record.csrf_token}
+        payload = {"user": user_json(user), "csrf_token": issued.record.csrf_token}
         response = JSONResponse(payload, headers=NO_STORE)
     set_session_cookie(response, gp, issued.cookie_value)
     set_device_cookie(response, gp, user.email)
@@ -194,7 +195,7 @@ async def jwks(request: Request) -> Response:
 
 async def me(request: Request) -> Response:
     identity = await authenticate(request)
-    return JSONResponse({**_user_json(identity.user), "method": identity.method}, headers=NO_STORE)
+    return JSONResponse({**user_json(identity.user), "method": identity.method}, headers=NO_STORE)
 
 
 async def csrf(request: Request) -> Response:

@@ -29,6 +29,7 @@ from starlette.types import Message, Receive, Scope, Send
 from gatepass.authenticator import Identity
 from gatepass.core import Gatepass
 from gatepass.errors import GatepassError, StoreUnavailable
+from gatepass.server.api import user_json
 from gatepass.server.middleware import NOSNIFF
 from gatepass.web import PROBLEM_MEDIA_TYPE, problem_body, problem_for, request_credentials
 
@@ -111,8 +112,7 @@ class MeEndpoint:
         key = (user.id, user.email, user.roles, identity.method)
         answer = self._answers.get(key)
         if answer is None:
-            document = {"id": user.id, "email": user.email, "roles": list(user.roles)}
-            body = _encode({**document, "method": identity.method}).encode("utf-8")
+            body = _encode({**user_json(user), "method": identity.method}).encode("utf-8")
             answer = (body, str(len(body)).encode("ascii"))
             if len(self._answers) >= BODY_CACHE_SIZE:
                 self._answers.clear()
