@@ -54,6 +54,7 @@ from gatepass.errors import (
     StoreUnavailable,
 )
 from gatepass.integrations._bridge import MAX_BRIDGED_BODY, BridgedRequest, call_asgi
+from gatepass.integrations._principal import Principal as Principal
 from gatepass.integrations._sync import LoopThread
 from gatepass.web import (
     PROBLEM_MEDIA_TYPE,
@@ -101,20 +102,6 @@ DATA_DIR_KEY = "GATEPASS_DATA_DIR"
 _G_PRINCIPAL = "_gatepass_principal"
 _UNJUDGED = object()
 _ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-
-
-class Principal(Protocol):
-    """Who is calling: an :class:`~gatepass.authenticator.Identity` (embedded) or a
-    :class:`gatepass.verifier.VerifiedToken` (resource server)."""
-
-    @property
-    def user_id(self) -> str: ...
-
-    @property
-    def roles(self) -> Collection[str]: ...
-
-    @property
-    def method(self) -> str: ...
 
 
 class TokenVerifier(Protocol):

@@ -24,6 +24,7 @@ from django.http import HttpRequest, HttpResponse  # type: ignore[import-untyped
 from gatepass.csrf import CSRF_FORM_FIELD, SAFE_METHODS
 from gatepass.errors import GatepassError, StoreUnavailable
 from gatepass.integrations._bridge import BridgedRequest, BridgedResponse, call_asgi
+from gatepass.integrations._principal import Principal as Principal
 from gatepass.integrations._sync import LoopThread
 from gatepass.integrations.django.conf import EmbeddedOptions, Options, ResourceServerOptions
 from gatepass.web import (
@@ -43,18 +44,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("gatepass.django")
 T = TypeVar("T")
 _FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
-
-
-class Principal(Protocol):
-    """Who is calling: an :class:`~gatepass.authenticator.Identity` (embedded) or a
-    :class:`gatepass.verifier.VerifiedToken` (resource server)."""
-
-    @property
-    def user_id(self) -> str: ...
-    @property
-    def roles(self) -> tuple[str, ...]: ...
-    @property
-    def method(self) -> str: ...
 
 
 class Runtime(Protocol):
