@@ -100,6 +100,11 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
+#: Schemes of GATEPASS_SMTP_URL: plain, upgraded with STARTTLS, or TLS from the start.
+SMTP_SCHEMES = ("smtp", "smtp+starttls", "smtps")
+#: GATEPASS_MAIL_FROM: one bare address, no display name, no header-breaking characters.
+_MAIL_FROM = re.compile(r"[^@\s<>\",;]+@[^@\s<>\",;]+")
+
 #: A longer grace is a window for a stolen rotated token, not a retry.
 MAX_REFRESH_REUSE_GRACE = 300
 
@@ -163,6 +168,26 @@ class Settings(BaseSettings):
     #: Bearer token resource servers present to follow this server's revocations
     #: (docs/revocation-feed.md); unset, the feed is off and answers 404.
     revocation_feed_token: SecretStr | None = Field(default=None, repr=False)
+    # --- accounts: mail, verification, reset, sign-up limits (docs/accounts.md) --------
+    #: ``smtp://host:port``, ``smtp+starttls://user:pass@host:port`` or
+    #: ``smtps://user:pass@host:port``; unset, mail is written to the data folder's
+    #: outbox. Holds a password: kept out of repr.
+    smtp_url: SecretStr | None = Field(default=None, repr=False)
+    #: Sender address; default ``no-reply@`` + the public URL's host.
+    mail_from: str | None = None
+    #: A folder whose ``mail/*.txt`` / ``mail/*.html`` templates replace the bundled ones.
+    mail_template_dir: Path | None = None
+    #: Mails waiting to be sent per process; beyond it a new one is dropped (counted).
+    mail_queue_limit: PositiveInt = 1000
+    email_verification: Literal["none", "optional", "mandatory"] = "optional"
+    email_verify_ttl: PositiveInt = 86_400
+    password_reset_ttl: PositiveInt = 1800
+    #: Registrations per client IP per hour, whatever their outcome.
+    register_ip_limit: PositiveInt = 20
+    #: Mail-triggering requests (resend, forgot, e-mail change) per client IP per 900 s.
+    mail_ip_limit: PositiveInt = 20
+    #: Mails per address per 900 s; beyond it a mail is silently not sent.
+    mail_address_limit: PositiveInt = 3
     # ----------------------------------------------------------------------------------
     #: Where the embedded default keeps its state. Not an environment setting.
     data_dir: Path = Field(default_factory=lambda: Path.cwd() / DATA_DIR_NAME, exclude=True)
@@ -243,6 +268,41 @@ class Settings(BaseSettings):
         if not _B64TOKEN.fullmatch(raw):
             raise ValueError("may hold only letters, digits and -._~+/ (then = padding)")
         return value
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        parts = urlsplit(value.get_secret_value())
+        # The message names neither the URL nor its password.
+        if parts.scheme not in SMTP_SCHEMES:
+            raise ValueError("must start with smtp://, smtp+starttls:// or smtps://")
+        try:
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            raise ValueError("has a bad port") from None
+        if not parts.hostname or parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError("must be scheme://[user:password@]host[:port]")
+        return value
+
+    @field_validator("mail_from")
+    @classmethod
+    def _mail_from(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        if not _MAIL_FROM.fullmatch(value):
+            raise ValueError("must be a plain address such as no-reply@example.com")
+        return value
+
+    @property
+    def effective_mail_from(self) -> str:
+        """``GATEPASS_MAIL_FROM``, else ``no-reply@`` + the public URL's host."""
+        if self.mail_from is not None:
+            return self.mail_from
+        host = urlsplit(self.effective_public_url).hostname or "localhost"
+        return f"no-reply@{host}"
 
     @property
     def effective_issuer(self) -> str:

@@ -54,6 +54,27 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        # --- accounts and mail ------------------------------------------------------
+        self.account_events = Counter(
+            "gatepass_account_events",
+            "Account events (email_verified, password_reset_requested, password_reset, "
+            "email_change_requested, email_changed, account_deleted).",
+            ["event"],
+            registry=self.registry,
+        )
+        self.throttled_requests = Counter(
+            "gatepass_throttled_requests",
+            "Requests refused by a per-IP limit other than the login one (register, mail).",
+            ["limit"],
+            registry=self.registry,
+        )
+        self.mails = Counter(
+            "gatepass_mails",
+            "Outgoing mails by template and result (sent, failed, dropped: queue full, "
+            "suppressed: over the per-address limit).",
+            ["template", "result"],
+            registry=self.registry,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
