@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
+from gatepass.device_names import device_name
 from tests.conftest import PASSWORD
 from tests.e2e_support import RunningServer, running_server, unavailable
 
@@ -202,7 +203,10 @@ def assert_account_page_lists_this_device(page: Page) -> None:
     current = page.locator("#sessions tr.current")
     expect(current).to_have_count(1)
     expect(current).to_contain_text("(this device)")
-    expect(current).to_contain_text(page.evaluate("navigator.userAgent"))
+    # The device by name; the raw user agent only as the cell's tooltip.
+    agent = page.evaluate("navigator.userAgent")
+    expect(current).to_contain_text(device_name(agent))
+    expect(current.locator("td.device")).to_have_attribute("title", agent)
     expect(current).to_contain_text("127.0.0.1")
     # The current session has no "Sign out" button of its own in the list.
     expect(current.locator("button.end-session")).to_have_count(0)
