@@ -116,7 +116,7 @@ class LoginThrottle:
         """
         now = self._clock()
         if ip is not None:
-            wait = await self._counters.count_ip_attempt(
+            wait = await self._counters.count_attempt(
                 ip_key(ip), now, limit=self._ip_limit, window=self._ip_window
             )
             if wait > 0:

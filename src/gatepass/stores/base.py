@@ -389,11 +389,13 @@ class Store(UserStore, SessionStore, SecretStore, TokenStore, MaintenanceStore, 
 
 
 class LoginCounters(Protocol):
-    """Per-IP sliding windows, and per account (or device) failures, lock and
-    attempts in flight. Keys are opaque: ``bytes`` digests for accounts, the
-    :func:`~gatepass.ratelimit.ip_key` string for clients."""
+    """Sliding windows (per client IP for logins, sign-ups and mail; per address for
+    mail), and per account (or device) failures, lock and attempts in flight. Keys
+    are opaque: ``bytes`` digests for accounts, strings for windows (the
+    :func:`~gatepass.ratelimit.ip_key` of a client, under a prefix naming the limit
+    for all but the login one). A key is always counted with the same window."""
 
-    async def count_ip_attempt(self, key: str, now: float, *, limit: int, window: float) -> float:
+    async def count_attempt(self, key: str, now: float, *, limit: int, window: float) -> float:
         """Count one attempt in ``key``'s window of ``window`` seconds and return 0, or
         count nothing and return the seconds until a slot frees when ``limit``
         attempts are already in the window."""
