@@ -102,6 +102,9 @@ class RequestError(GatepassError):
 
     status: int = 400
     title: str = "Bad Request"
+    #: A stable, machine-readable reason a client can act on (problem+json ``code``),
+    #: for refusals whose status alone is ambiguous; ``None``: none is sent.
+    code: str | None = None
 
     def __init__(self, detail: str | None = None) -> None:
         super().__init__(detail or self.title)
