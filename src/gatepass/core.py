@@ -16,6 +16,7 @@ from gatepass.devices import DeviceCookies
 from gatepass.errors import StoreUnavailable
 from gatepass.events import EventBus, LocalEventBus
 from gatepass.keys import KeyRing, retired_key_retention
+from gatepass.mail import Mailer
 from gatepass.metrics import Metrics
 from gatepass.passwords import PasswordHasher
 from gatepass.ratelimit import CredentialGuard, LoginThrottle, throttle_counters
@@ -57,6 +58,7 @@ class Gatepass:
         hasher: PasswordHasher | None = None,
         counters: CounterStore | None = None,
         bus: EventBus | None = None,
+        mailer: Mailer | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -65,6 +67,8 @@ class Gatepass:
         #: one (:mod:`gatepass.events`); started in :meth:`open`, closed in :meth:`close`.
         self.bus: EventBus = bus if bus is not None else LocalEventBus()
         self.metrics = Metrics()
+        #: Outgoing mail (:mod:`gatepass.mail`); started in :meth:`open`, drained in :meth:`close`.
+        self.mailer = mailer if mailer is not None else Mailer(settings, self.metrics)
         self.hasher = hasher or PasswordHasher(max_pending=settings.password_queue_limit)
         self.sessions = SessionManager(
             store,
@@ -150,6 +154,7 @@ class Gatepass:
         store: Store | None = None,
         counters: CounterStore | None = None,
         bus: EventBus | None = None,
+        mailer: Mailer | None = None,
     ) -> Self:
         """Start the store (migrating the embedded SQLite schema), load or generate
         secrets, load the key ring and the revocation feed.
@@ -159,7 +164,8 @@ class Gatepass:
         :meth:`close`. ``counters`` replaces where the login throttle counts
         (:func:`gatepass.ratelimit.throttle_counters`; process memory by default),
         ``bus`` how this process hears of the others' revocations and session ends
-        (default: :class:`~gatepass.events.LocalEventBus`).
+        (default: :class:`~gatepass.events.LocalEventBus`), ``mailer`` how mail
+        leaves (default: :class:`~gatepass.mail.Mailer` on the settings).
         """
         if store is None:
             store = store_from_settings(settings, clock=clock)
@@ -185,11 +191,14 @@ class Gatepass:
                 hasher=hasher,
                 counters=counters,
                 bus=bus,
+                mailer=mailer,
             )
             await instance.keys.start()
             await instance.revocations.sync()
             await instance.hasher.warm_up()
             await instance.bus.start(instance.caches)
+            # Last: nothing after it can fail, so it never needs stopping here.
+            await instance.mailer.start()
         except BaseException:
             if bus is not None:
                 await bus.close()
@@ -227,7 +236,9 @@ class Gatepass:
                 logger.debug("pruned %d expired rows", removed)
 
     async def close(self) -> None:
-        """Release the event bus, the database connections and the hashing threads."""
+        """Send queued mail (briefly), then release the event bus, the database
+        connections and the hashing threads."""
+        await self.mailer.close()
         await self.bus.close()
         await self.store.close()
         self.hasher.close()
