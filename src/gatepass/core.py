@@ -8,6 +8,7 @@ import secrets
 import time
 from typing import Self
 
+from gatepass.account_mail import AccountMail
 from gatepass.accounts import Accounts
 from gatepass.authenticator import Authenticator, BearerAuthenticator, NodeCaches
 from gatepass.clock import Clock
@@ -19,7 +20,7 @@ from gatepass.keys import KeyRing, retired_key_retention
 from gatepass.mail import Mailer
 from gatepass.metrics import Metrics
 from gatepass.passwords import PasswordHasher
-from gatepass.ratelimit import CredentialGuard, LoginThrottle, throttle_counters
+from gatepass.ratelimit import CredentialGuard, LoginThrottle, RequestLimits, throttle_counters
 from gatepass.refresh import RefreshTokens, SuccessorSeal
 from gatepass.revocation import RevocationView
 from gatepass.sessions import SESSION_CACHE_SECONDS, CookieSigner, SessionManager, SessionPolicy
@@ -120,6 +121,14 @@ class Gatepass:
         self.authenticator = Authenticator(self.sessions, bearer)
         self.caches = NodeCaches(self.revocations, bearer, self.sessions)
         self.devices = DeviceCookies(session_secrets, clock)
+        # Sign-up and mail limits count beside the login throttle (memory or Redis).
+        limits = RequestLimits(
+            self.counters,
+            clock,
+            register_ip_limit=settings.register_ip_limit,
+            mail_ip_limit=settings.mail_ip_limit,
+            mail_address_limit=settings.mail_address_limit,
+        )
         self.accounts = Accounts(
             store,
             self.hasher,
@@ -139,6 +148,18 @@ class Gatepass:
             self.metrics,
             clock,
             max_sessions_per_user=settings.max_sessions_per_user,
+            mail=AccountMail(
+                store,
+                self.mailer,
+                limits,
+                self.metrics,
+                clock,
+                public_url=settings.effective_public_url,
+                verify_ttl=settings.email_verify_ttl,
+                reset_ttl=settings.password_reset_ttl,
+            ),
+            limits=limits,
+            email_verification=settings.email_verification,
         )
 
     def __repr__(self) -> str:
