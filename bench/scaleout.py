@@ -229,6 +229,7 @@ def main() -> int:
             "GATEPASS_REDIS_URL": redis.url,
             "GATEPASS_ISSUER": "http://gatepass.bench",
             "GATEPASS_LOGIN_IP_LIMIT": "1000000",  # every login comes from loopback
+            "GATEPASS_REGISTER_IP_LIMIT": "1000000",  # and so does every sign-up
         }
         with running_server(root / "a", env) as a, running_server(root / "b", env) as b:
             for name, trips in round_trips(a, redis, args.samples).items():

@@ -16,7 +16,7 @@ from gatepass.passwords import PasswordHasher
 from gatepass.server.app import create_app
 
 #: Real servers on loopback (PostgreSQL), started once per session when a test asks.
-pytest_plugins = ["tests.servers"]
+pytest_plugins = ["tests.servers", "tests.smtp_server"]  # + SMTP (aiosmtpd)
 
 PASSWORD = "correct horse battery"
 #: Cheap argon2id parameters for tests; production parameters are tested in test_passwords.

@@ -46,7 +46,21 @@ async def test_memory_stays_bounded_under_many_accounts_and_ips(clock: FakeClock
         await limiter.check(f"user{n}@example.com", f"10.0.{n // 256}.{n % 256}")
         await limiter.record_failure(f"user{n}@example.com")
         assert len(counters._accounts) <= 10
-        assert len(counters._ips) <= 10
+        assert all(len(table) <= 10 for table in counters._windows.values())
+
+
+async def test_a_short_window_filling_up_does_not_forget_a_longer_windows_count(
+    clock: FakeClock,
+) -> None:
+    """Sign-ups count per hour, logins per 300 s: flooding the short window with new
+    keys must not drop the hourly count of an address that is still over its limit."""
+    counters = MemoryCounters(max_keys=10)
+    for _ in range(3):
+        assert await counters.count_attempt("register:10.0.0.1", clock(), limit=3, window=3600) == 0
+    clock.advance(400)  # past the short window, well inside the long one
+    for n in range(50):
+        await counters.count_attempt(f"10.9.0.{n}", clock(), limit=5, window=300)
+    assert await counters.count_attempt("register:10.0.0.1", clock(), limit=3, window=3600) > 0
 
 
 async def test_pruning_prefers_idle_entries_over_locked_accounts(clock: FakeClock) -> None:

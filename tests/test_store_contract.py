@@ -20,7 +20,9 @@ from gatepass.config import Settings
 from gatepass.errors import DuplicateRecord
 from gatepass.sessions import hash_session_id, new_session_id
 from gatepass.stores.base import (
+    EmailTaken,
     FamilyRecord,
+    LinkRecord,
     RotationStatus,
     SessionLimit,
     SessionRecord,
@@ -346,3 +348,120 @@ async def test_only_the_token_rotated_last_keeps_its_sealed_successor(
             )
         ).all()
     assert [tuple(row) for row in rows] == [(chain[-2], "seal-2")]
+
+
+# accounts: links, verification, address change, deletion ----------------------
+
+
+def new_link(user: UserRecord, clock: FakeClock, purpose: str, **changes: object) -> LinkRecord:
+    link = LinkRecord(
+        token_hash=hashlib.sha256(secrets.token_bytes(32)).hexdigest(),
+        purpose=purpose,
+        user_id=user.id,
+        email=user.email,
+        created_at=clock(),
+        expires_at=clock() + 600,
+    )
+    return replace(link, **changes)  # type: ignore[arg-type]
+
+
+async def test_of_concurrent_uses_of_one_link_exactly_one_gets_it(
+    store: Store, clock: FakeClock
+) -> None:
+    user = await new_user(store, clock)
+    link = new_link(user, clock, "reset_password")
+    await store.create_link(link)
+    assert await store.peek_link(link.token_hash, ["reset_password"], clock()) == link
+    results = await asyncio.gather(
+        *(store.consume_link(link.token_hash, ["reset_password"], clock()) for _ in range(10))
+    )
+    assert [r for r in results if r is not None] == [link]
+    assert await store.peek_link(link.token_hash, ["reset_password"], clock()) is None
+
+
+async def test_a_link_serves_only_its_purpose_and_only_until_it_expires(
+    store: Store, clock: FakeClock
+) -> None:
+    user = await new_user(store, clock)
+    link = new_link(user, clock, "verify_email")
+    await store.create_link(link)
+    assert await store.consume_link(link.token_hash, ["reset_password"], clock()) is None
+    clock.advance(600)
+    assert await store.consume_link(link.token_hash, ["verify_email"], clock()) is None
+    assert await store.prune_expired(clock(), session_idle=IDLE, session_absolute=ABSOLUTE) >= 1
+
+
+async def test_a_password_change_kills_reset_links_and_only_those(
+    store: Store, clock: FakeClock
+) -> None:
+    user = await new_user(store, clock)
+    reset = new_link(user, clock, "reset_password")
+    verify = new_link(user, clock, "verify_email")
+    await store.create_link(reset)
+    await store.create_link(verify)
+    assert await store.change_credentials(user.id, clock()) == 1  # logout-all: links stay
+    assert await store.peek_link(reset.token_hash, ["reset_password"], clock()) is not None
+    assert await store.change_credentials(user.id, clock(), password_hash="$argon2id$new") == 2
+    assert await store.peek_link(reset.token_hash, ["reset_password"], clock()) is None
+    assert await store.peek_link(verify.token_hash, ["verify_email"], clock()) is not None
+
+
+async def test_verifying_needs_the_address_the_link_was_sent_to(
+    store: Store, clock: FakeClock
+) -> None:
+    user = await new_user(store, clock)
+    assert not user.email_verified
+    assert await store.mark_email_verified(user.id, "someone-else@example.com") is None
+    verified = await store.mark_email_verified(user.id, user.email)
+    assert verified is not None
+    assert verified.email_verified
+    stored = await store.get_user(user.id)
+    assert stored is not None
+    assert stored.email_verified
+
+
+async def test_an_address_change_moves_the_account_and_refuses_a_taken_address(
+    store: Store, clock: FakeClock
+) -> None:
+    user = await new_user(store, clock)
+    other = await new_user(store, clock, "grace@example.com")
+    pending = new_link(user, clock, "change_email", email="new@example.com")
+    await store.create_link(pending)
+    with pytest.raises(EmailTaken):
+        await store.change_email(user.id, other.email)
+    moved = await store.change_email(user.id, "new@example.com")
+    assert moved is not None
+    assert moved.email == "new@example.com"
+    assert moved.email_verified
+    assert await store.get_user_by_email("ada@example.com") is None
+    assert await store.peek_link(pending.token_hash, ["change_email"], clock()) is None
+
+
+async def test_deleting_a_user_removes_every_credential_and_frees_the_address(
+    store: Store, clock: FakeClock
+) -> None:
+    user = await new_user(store, clock)
+    session = new_session(user, clock)
+    await store.insert_session(session, credential_version=0, limit=ROOMY)
+    family, token = new_family(user, clock)
+    await store.create_family(family, token, credential_version=0, limit=ROOMY)
+    link = new_link(user, clock, "reset_password")
+    await store.create_link(link)
+    # As the core does it: the sessions first (under a floor), then the user.
+    await store.end_user_sessions(user.id, min_credential_version=user.credential_version + 1)
+    assert await store.delete_user(user.id, clock())
+    assert await store.get_user(user.id) is None
+    assert await store.get_session(session.id_hash) is None
+    outcome = await store.rotate_refresh_token(token, "f" * 64, clock())
+    assert outcome.status is RotationStatus.INVALID
+    assert await store.peek_link(link.token_hash, ["reset_password"], clock()) is None
+    events = await store.revocation_events(0)
+    assert any(e.kind == "epoch" and e.subject == user.id for e in events)
+    assert any(e.kind == "family" and e.subject == family.id for e in events)
+    # A sign-in that read the user before it went stores nothing.
+    late = new_session(user, clock)
+    assert await store.insert_session(late, credential_version=0, limit=ROOMY) is None
+    assert await store.get_session(late.id_hash) is None
+    assert not await store.delete_user(user.id, clock())
+    again = await new_user(store, clock)
+    assert again.id != user.id

@@ -1,4 +1,5 @@
-"""Account operations: register, password login, sessions, logout, password change.
+"""Account operations: register, password login, sessions, logout, password change,
+and the flows over mail (verification, reset, address change) and deletion.
 
 This is policy, written against the store protocols; the HTTP server and the
 framework integrations call it and only translate requests and responses.
@@ -11,6 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from gatepass.account_mail import AccountMail
 from gatepass.authenticator import BearerAuthenticator, Identity
 from gatepass.clock import Clock
 from gatepass.devices import DeviceCookies
@@ -19,12 +21,16 @@ from gatepass.errors import (
     AuthenticationFailed,
     Conflict,
     CredentialsChanged,
+    EmailNotVerified,
+    EmailTaken,
+    InvalidLink,
     InvalidRequest,
     NotFound,
     Overloaded,
     RateLimited,
     StoreError,
 )
+from gatepass.links import ADDRESS_PURPOSES, LinkPurpose, presented_digest
 from gatepass.metrics import Metrics
 from gatepass.passwords import (
     PasswordHasher,
@@ -32,14 +38,16 @@ from gatepass.passwords import (
     VerifyResult,
     normalise_password,
 )
-from gatepass.ratelimit import CredentialGuard, LoginThrottle
+from gatepass.ratelimit import CredentialGuard, LoginThrottle, RequestLimits
 from gatepass.refresh import RefreshTokens, TokenPair
 from gatepass.revocation import RevocationView
 from gatepass.sessions import IssuedSession, SessionManager, SessionState, session_state
-from gatepass.stores.base import EmailTaken, Evicted, Store, UserRecord
+from gatepass.stores.base import Evicted, LinkRecord, Store, UserRecord
 
 MAX_EMAIL_LENGTH = MAX_EMAIL_OCTETS  # kept for importers
 DEFAULT_ROLES = ("user",)
+#: GATEPASS_EMAIL_VERIFICATION values.
+VERIFICATION_NONE, VERIFICATION_OPTIONAL, VERIFICATION_MANDATORY = "none", "optional", "mandatory"
 INVALID_CREDENTIALS = "Invalid email or password."
 WRONG_CURRENT_PASSWORD = "Current password is wrong."  # noqa: S105 - a message
 
@@ -78,6 +86,9 @@ class Accounts:
         clock: Clock,
         *,
         max_sessions_per_user: int,
+        mail: AccountMail,
+        limits: RequestLimits,
+        email_verification: str = VERIFICATION_OPTIONAL,
     ) -> None:
         self._store = store
         self._hasher = hasher
@@ -91,23 +102,46 @@ class Accounts:
         self._metrics = metrics
         self._clock = clock
         self._max_sessions = max_sessions_per_user
+        self._mail = mail
+        self._limits = limits
+        self._verification = email_verification
 
-    async def register(self, email: str, password: str) -> UserRecord:
-        try:
-            email = normalise_email(email)
-        except ValueError as exc:
-            raise InvalidRequest(str(exc)) from None
-        try:
-            normalise_password(password)
-        except PasswordPolicyError as exc:
-            raise InvalidRequest(str(exc)) from None
+    async def register(
+        self, email: str, password: str, *, ip: str | None = None
+    ) -> UserRecord | None:
+        """Create a user (role ``user``) and, unless verification is off, mail it a
+        verification link.
+
+        Every call counts toward the per-IP sign-up limit, whatever its outcome.
+        Under mandatory verification a taken address is not an error: its owner is
+        told by mail and ``None`` is returned, as for a new address, so the answer
+        tells nobody which addresses have accounts. Otherwise a taken address is
+        :class:`Conflict` (409).
+        """
+        await self._count(self._limits.count_registration(ip), "register_ip")
+        email = _valid_email(email)
+        _check_password_policy(password)
+        # Hashed before the address is looked at: a taken address costs the same.
         password_hash = await self._hasher.hash(password)
+        mandatory = self._verification == VERIFICATION_MANDATORY
         try:
             user = await self._store.create_user(email, password_hash, DEFAULT_ROLES, self._clock())
         except EmailTaken:
-            raise Conflict("That email is already registered.") from None
+            if not mandatory:
+                raise Conflict("That email is already registered.") from None
+            await self._mail.notify_signup_existing(email)
+            return None
         self._metrics.registrations.inc()
-        return user
+        if self._verification != VERIFICATION_NONE:
+            await self._mail.send_verification(user.id, user.email)
+        return None if mandatory else user
+
+    async def _count(self, counting: Awaitable[None], limit: str) -> None:
+        try:
+            await counting
+        except RateLimited:
+            self._metrics.throttled_requests.labels(limit=limit).inc()
+            raise
 
     async def verify_password_login(
         self, email: str, password: str, ip: str | None, *, device_cookie: str | None = None
@@ -136,6 +170,12 @@ class Accounts:
         if not result.ok or user is None:
             self._metrics.logins.labels(result="failure").inc()
             raise AuthenticationFailed(INVALID_CREDENTIALS)
+        if self._verification == VERIFICATION_MANDATORY and not user.email_verified:
+            # The password was right, but the address is unproven: nothing is
+            # granted, and a fresh link goes out (within the mail limits).
+            self._metrics.logins.labels(result="unverified").inc()
+            await self._mail.send_verification(user.id, user.email)
+            raise EmailNotVerified()
         self._metrics.logins.labels(result="success").inc()
         if result.needs_rehash:
             # Best effort: the password was right, so a full hashing queue or a busy
@@ -407,10 +447,7 @@ class Accounts:
         Raises :class:`CredentialsChanged` when another password change or a
         logout-all committed after the current password was checked.
         """
-        try:
-            normalise_password(new_password)
-        except PasswordPolicyError as exc:
-            raise InvalidRequest(str(exc)) from None
+        _check_password_policy(new_password)
         user = await self.verify_current_password(identity, current_password)
         if identity.session is not None and user.credential_version != (
             identity.user.credential_version
@@ -436,6 +473,166 @@ class Accounts:
                 raise CredentialsChanged()
         self._metrics.sessions_ended.inc(max(0, ended))
         return issued
+
+    # mail flows: verification, reset, address change; deletion ------------------
+
+    async def resend_verification(self, email: str, *, ip: str | None) -> None:
+        """Mail a new verification link if ``email`` is a user's unverified address.
+        The same outcome for every address (only the mail differs)."""
+        await self._count(self._limits.count_mail_request(ip), "mail_ip")
+        account = _valid_email(email)
+        if self._verification == VERIFICATION_NONE:
+            return
+        user = await self._store.get_user_by_email(account)
+        if user is not None and not user.email_verified:
+            await self._mail.send_verification(user.id, user.email)
+
+    async def request_password_reset(self, email: str, *, ip: str | None) -> None:
+        """Mail a reset link if ``email`` is a user's. The same outcome for every address."""
+        await self._count(self._limits.count_mail_request(ip), "mail_ip")
+        account = _valid_email(email)
+        user = await self._store.get_user_by_email(account)
+        if user is None:
+            return
+        if await self._mail.send_reset(user.id, user.email):
+            audit.info("password reset requested for user %s", user.id)
+            self._metrics.account_events.labels(event="password_reset_requested").inc()
+
+    async def link_is_live(self, token: str, purpose: LinkPurpose) -> bool:
+        """Whether ``token`` is a live link for ``purpose`` (read only: the pages ask
+        before showing a form; using the link is what consumes it)."""
+        return await self._live_link(token, _purposes(purpose), consume=False) is not None
+
+    async def reset_password(self, token: str, new_password: str) -> None:
+        """Set the password from a reset link, then end every session and family of
+        the user, refuse every access token issued before now, and clear the
+        account's lockout.
+
+        A password the policy refuses is :class:`InvalidRequest` (422) and the link
+        stays valid; anything but a live reset link is :class:`InvalidLink` (400).
+        """
+        purposes = (LinkPurpose.RESET_PASSWORD,)
+        if await self._live_link(token, purposes, consume=False) is None:
+            raise InvalidLink()
+        _check_password_policy(new_password)
+        new_hash = await self._hasher.hash(new_password)
+        # Used only now, so a refused password or a full hashing queue leaves the
+        # link valid; of two concurrent uses, one gets it.
+        link = await self._live_link(token, purposes, consume=True)
+        user = None if link is None else await self._store.get_user(link.user_id)
+        if user is None:
+            raise InvalidLink()
+        # Unconditional: a reset wins over whatever changed the user meanwhile. The
+        # same transaction kills the user's other reset links.
+        ended, _ = await self._end_everything(user, password_hash=new_hash)
+        await self._revocations.sync_quietly()
+        await self._throttle.clear(user.email)
+        self._metrics.sessions_ended.inc(ended)
+        self._metrics.revocations.labels(reason="password_reset").inc()
+        self._metrics.account_events.labels(event="password_reset").inc()
+        audit.info("password reset for user %s: every session and token family ended", user.id)
+
+    async def verify_email(self, token: str) -> UserRecord:
+        """Use a verification link (mark the address verified) or an address-change
+        link (move the account to the new address, then tell the old one).
+        Anything but a live link of those purposes is :class:`InvalidLink`."""
+        link = await self._live_link(token, ADDRESS_PURPOSES, consume=True)
+        if link is None:
+            raise InvalidLink()
+        if link.purpose == LinkPurpose.VERIFY_EMAIL:
+            user = await self._store.mark_email_verified(link.user_id, link.email)
+            self._forget_user(link.user_id)
+            if user is None:  # the address changed since the link was sent
+                raise InvalidLink()
+            audit.info("address verified for user %s", user.id)
+            self._metrics.account_events.labels(event="email_verified").inc()
+            return user
+        before = await self._store.get_user(link.user_id)
+        if before is None:
+            raise InvalidLink()
+        try:
+            user = await self._store.change_email(link.user_id, link.email)
+        except EmailTaken:
+            user = None  # registered by someone else since the link was sent
+        finally:
+            self._forget_user(link.user_id)
+        if user is None:
+            raise InvalidLink()
+        await self._mail.notify_email_changed(before.email, user.email)
+        audit.info("address changed for user %s", user.id)
+        self._metrics.account_events.labels(event="email_changed").inc()
+        return user
+
+    async def request_email_change(
+        self, identity: Identity, new_email: str, current_password: str, *, ip: str | None
+    ) -> None:
+        """Mail a link to ``new_email`` that moves the caller's account there when
+        used. A taken address gets the same outcome; its owner is told by mail."""
+        await self._count(self._limits.count_mail_request(ip), "mail_ip")
+        new = _valid_email(new_email)
+        user = await self.verify_current_password(identity, current_password)
+        if new == user.email:
+            return  # nothing to change, and nothing to tell
+        if await self._store.get_user_by_email(new) is not None:
+            await self._mail.notify_change_existing(new)
+            return
+        if await self._mail.send_change(user.id, new):
+            audit.info("address change requested for user %s", user.id)
+            self._metrics.account_events.labels(event="email_change_requested").inc()
+
+    async def delete_account(self, identity: Identity, current_password: str) -> None:
+        """Delete the caller's account after checking its current password. Every
+        session, family and access token dies at once, on every store, and the
+        address is free to register again.
+
+        Sessions go first (under a version floor that refuses a sign-in in flight),
+        then the user with everything else in one transaction: a failure between
+        leaves the user signed out everywhere, and a retry completes the job.
+        """
+        user = await self.verify_current_password(identity, current_password)
+        floor = user.credential_version + 1
+        try:
+            ended = await self._store.end_user_sessions(user.id, min_credential_version=floor)
+            await self._store.delete_user(user.id, self._clock())
+        finally:
+            self._forget_user(user.id)
+        await self._revocations.sync_quietly()
+        await self._throttle.clear(user.email)
+        self._metrics.sessions_ended.inc(ended)
+        self._metrics.revocations.labels(reason="account_deleted").inc()
+        self._metrics.account_events.labels(event="account_deleted").inc()
+        audit.info("account of user %s deleted with every credential", user.id)
+
+    async def _live_link(
+        self, token: str, purposes: tuple[LinkPurpose, ...], *, consume: bool
+    ) -> LinkRecord | None:
+        digest = presented_digest(token)
+        if digest is None:
+            return None
+        names = [purpose.value for purpose in purposes]
+        if consume:
+            return await self._store.consume_link(digest, names, self._clock())
+        return await self._store.peek_link(digest, names, self._clock())
+
+
+def _valid_email(email: str) -> str:
+    """The normal form of ``email``, or :class:`InvalidRequest` (422) naming the rule."""
+    try:
+        return normalise_email(email)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
+
+
+def _check_password_policy(password: str) -> None:
+    try:
+        normalise_password(password)
+    except PasswordPolicyError as exc:
+        raise InvalidRequest(str(exc)) from None
+
+
+def _purposes(purpose: LinkPurpose) -> tuple[LinkPurpose, ...]:
+    # The verification page takes address-change links as well.
+    return ADDRESS_PURPOSES if purpose in ADDRESS_PURPOSES else (purpose,)
 
 
 def _credential_key(identity: Identity) -> str:

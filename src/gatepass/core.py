@@ -8,6 +8,7 @@ import secrets
 import time
 from typing import Self
 
+from gatepass.account_mail import AccountMail
 from gatepass.accounts import Accounts
 from gatepass.authenticator import Authenticator, BearerAuthenticator, NodeCaches
 from gatepass.clock import Clock
@@ -16,9 +17,10 @@ from gatepass.devices import DeviceCookies
 from gatepass.errors import StoreUnavailable
 from gatepass.events import EventBus, LocalEventBus
 from gatepass.keys import KeyRing, retired_key_retention
+from gatepass.mail import Mailer
 from gatepass.metrics import Metrics
 from gatepass.passwords import PasswordHasher
-from gatepass.ratelimit import CredentialGuard, LoginThrottle, throttle_counters
+from gatepass.ratelimit import CredentialGuard, LoginThrottle, RequestLimits, throttle_counters
 from gatepass.refresh import RefreshTokens, SuccessorSeal
 from gatepass.revocation import RevocationView
 from gatepass.sessions import SESSION_CACHE_SECONDS, CookieSigner, SessionManager, SessionPolicy
@@ -57,6 +59,7 @@ class Gatepass:
         hasher: PasswordHasher | None = None,
         counters: CounterStore | None = None,
         bus: EventBus | None = None,
+        mailer: Mailer | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -65,6 +68,8 @@ class Gatepass:
         #: one (:mod:`gatepass.events`); started in :meth:`open`, closed in :meth:`close`.
         self.bus: EventBus = bus if bus is not None else LocalEventBus()
         self.metrics = Metrics()
+        #: Outgoing mail (:mod:`gatepass.mail`); started in :meth:`open`, drained in :meth:`close`.
+        self.mailer = mailer if mailer is not None else Mailer(settings, self.metrics)
         self.hasher = hasher or PasswordHasher(max_pending=settings.password_queue_limit)
         self.sessions = SessionManager(
             store,
@@ -116,6 +121,14 @@ class Gatepass:
         self.authenticator = Authenticator(self.sessions, bearer)
         self.caches = NodeCaches(self.revocations, bearer, self.sessions)
         self.devices = DeviceCookies(session_secrets, clock)
+        # Sign-up and mail limits count beside the login throttle (memory or Redis).
+        limits = RequestLimits(
+            self.counters,
+            clock,
+            register_ip_limit=settings.register_ip_limit,
+            mail_ip_limit=settings.mail_ip_limit,
+            mail_address_limit=settings.mail_address_limit,
+        )
         self.accounts = Accounts(
             store,
             self.hasher,
@@ -135,6 +148,18 @@ class Gatepass:
             self.metrics,
             clock,
             max_sessions_per_user=settings.max_sessions_per_user,
+            mail=AccountMail(
+                store,
+                self.mailer,
+                limits,
+                self.metrics,
+                clock,
+                public_url=settings.effective_public_url,
+                verify_ttl=settings.email_verify_ttl,
+                reset_ttl=settings.password_reset_ttl,
+            ),
+            limits=limits,
+            email_verification=settings.email_verification,
         )
 
     def __repr__(self) -> str:
@@ -150,6 +175,7 @@ class Gatepass:
         store: Store | None = None,
         counters: CounterStore | None = None,
         bus: EventBus | None = None,
+        mailer: Mailer | None = None,
     ) -> Self:
         """Start the store (migrating the embedded SQLite schema), load or generate
         secrets, load the key ring and the revocation feed.
@@ -159,7 +185,8 @@ class Gatepass:
         :meth:`close`. ``counters`` replaces where the login throttle counts
         (:func:`gatepass.ratelimit.throttle_counters`; process memory by default),
         ``bus`` how this process hears of the others' revocations and session ends
-        (default: :class:`~gatepass.events.LocalEventBus`).
+        (default: :class:`~gatepass.events.LocalEventBus`), ``mailer`` how mail
+        leaves (default: :class:`~gatepass.mail.Mailer` on the settings).
         """
         if store is None:
             store = store_from_settings(settings, clock=clock)
@@ -185,11 +212,14 @@ class Gatepass:
                 hasher=hasher,
                 counters=counters,
                 bus=bus,
+                mailer=mailer,
             )
             await instance.keys.start()
             await instance.revocations.sync()
             await instance.hasher.warm_up()
             await instance.bus.start(instance.caches)
+            # Last: nothing after it can fail, so it never needs stopping here.
+            await instance.mailer.start()
         except BaseException:
             if bus is not None:
                 await bus.close()
@@ -227,7 +257,9 @@ class Gatepass:
                 logger.debug("pruned %d expired rows", removed)
 
     async def close(self) -> None:
-        """Release the event bus, the database connections and the hashing threads."""
+        """Send queued mail (briefly), then release the event bus, the database
+        connections and the hashing threads."""
+        await self.mailer.close()
         await self.bus.close()
         await self.store.close()
         self.hasher.close()

@@ -24,7 +24,9 @@ and the HTTP layer never copies them into a response body.
         │   ├── InvalidRefreshToken  not a live refresh token
         │   └── CredentialsChanged   a password change or logout-all won a race with this
         ├── PermissionDenied         authenticated, but the request is not allowed (403)
-        │   └── CSRFFailed           missing or wrong CSRF token, foreign Origin (403)
+        │   ├── CSRFFailed           missing or wrong CSRF token, foreign Origin (403)
+        │   └── EmailNotVerified     sign-in of an unverified address under mandatory verification
+        ├── InvalidLink              not a live mail-link token for this purpose (400)
         ├── NotFound                 no such resource for this caller (404)
         ├── Conflict                 e.g. an email already registered (409)
         └── RateLimited              too many attempts; carries ``retry_after`` (429)
@@ -102,6 +104,9 @@ class RequestError(GatepassError):
 
     status: int = 400
     title: str = "Bad Request"
+    #: A stable, machine-readable reason a client can act on (problem+json ``code``),
+    #: for refusals whose status alone is ambiguous; ``None``: none is sent.
+    code: str | None = None
 
     def __init__(self, detail: str | None = None) -> None:
         super().__init__(detail or self.title)
@@ -199,6 +204,27 @@ class PermissionDenied(RequestError):
 class CSRFFailed(PermissionDenied):
     def __init__(self, detail: str | None = None) -> None:
         super().__init__(detail or "CSRF check failed.")
+
+
+class EmailNotVerified(PermissionDenied):
+    """A password sign-in of an unverified address while verification is mandatory:
+    nothing is granted (a fresh link is mailed, within the mail limits)."""
+
+    code = "email_not_verified"
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail or "Verify your e-mail address first; we sent you a link.")
+
+
+class InvalidLink(RequestError):
+    """Text that is not a live link token for this purpose: unknown, used, expired,
+    made for another purpose, or of any other shape. One answer for all of them."""
+
+    status = 400
+    title = "Bad Request"
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail or "This link is invalid, expired or already used.")
 
 
 class NotFound(RequestError):

@@ -12,6 +12,8 @@ signed in there before, OWASP "device cookies") is counted on its own: the
 account's lockout does not refuse it, so guessing from elsewhere cannot lock the
 owner out, and its own failures lock only that device.
 
+Sign-ups and mail are limited by :class:`RequestLimits` over the same counters.
+
 *IP*: at most ``ip_limit`` attempts per ``ip_window`` seconds from one client
 address, successful or not. IPv6 clients are counted per /64, the block a single
 subscriber is usually given, so rotating through one's own addresses buys nothing.
@@ -116,7 +118,7 @@ class LoginThrottle:
         """
         now = self._clock()
         if ip is not None:
-            wait = await self._counters.count_ip_attempt(
+            wait = await self._counters.count_attempt(
                 ip_key(ip), now, limit=self._ip_limit, window=self._ip_window
             )
             if wait > 0:
@@ -157,6 +159,65 @@ class LoginThrottle:
     async def clear(self, account: str) -> None:
         """Forget every count of the untrusted clients of ``account`` (e.g. after a reset)."""
         await self._counters.forget_login(_key(account, None))
+
+
+#: DESIGN §4: registrations per client IP per hour; mail requests and mails per 900 s.
+REGISTER_WINDOW_SECONDS = 3600
+MAIL_WINDOW_SECONDS = 900
+
+
+class RequestLimits:
+    """Sign-up and mail limits: registrations and mail-triggering requests per client
+    IP (429), and mails per address (beyond it a mail is silently not sent, so the
+    answer tells nothing). They share the throttle's counters (memory or Redis);
+    each limit counts under a prefix of its own, so none eats another's budget.
+    """
+
+    def __init__(
+        self,
+        counters: LoginCounters,
+        clock: Clock,
+        *,
+        register_ip_limit: int,
+        mail_ip_limit: int,
+        mail_address_limit: int,
+    ) -> None:
+        if min(register_ip_limit, mail_ip_limit, mail_address_limit) < 1:
+            raise ValueError("request limits must be positive")
+        self._counters = counters
+        self._clock = clock
+        self._register_ip_limit = register_ip_limit
+        self._mail_ip_limit = mail_ip_limit
+        self._mail_address_limit = mail_address_limit
+
+    async def count_registration(self, ip: str | None) -> None:
+        """Count a registration from ``ip``, or raise :class:`RateLimited`."""
+        await self._count_ip("register", ip, self._register_ip_limit, REGISTER_WINDOW_SECONDS)
+
+    async def count_mail_request(self, ip: str | None) -> None:
+        """Count a mail-triggering request from ``ip``, or raise :class:`RateLimited`."""
+        await self._count_ip("mail-ip", ip, self._mail_ip_limit, MAIL_WINDOW_SECONDS)
+
+    async def allow_mail_to(self, address: str) -> bool:
+        """Count one mail to ``address`` (normalised); ``False``: over the limit, send
+        nothing. The counter key is a digest: the counters never hold an address."""
+        digest = hashlib.sha256(address.encode("utf-8", "surrogatepass")).hexdigest()
+        wait = await self._counters.count_attempt(
+            f"mail-to:{digest}",
+            self._clock(),
+            limit=self._mail_address_limit,
+            window=MAIL_WINDOW_SECONDS,
+        )
+        return wait <= 0
+
+    async def _count_ip(self, prefix: str, ip: str | None, limit: int, window: float) -> None:
+        if ip is None:  # no peer address (an embedder's own call): nothing to count by
+            return
+        wait = await self._counters.count_attempt(
+            f"{prefix}:{ip_key(ip)}", self._clock(), limit=limit, window=window
+        )
+        if wait > 0:
+            raise RateLimited(_whole_seconds(wait))
 
 
 class CredentialGuard:

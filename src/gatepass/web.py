@@ -304,7 +304,11 @@ class Problem:
 
 
 def problem_body(
-    status: int, detail: str | None = None, problems: Sequence[FieldProblem] = ()
+    status: int,
+    detail: str | None = None,
+    problems: Sequence[FieldProblem] = (),
+    *,
+    code: str | None = None,
 ) -> dict[str, Any]:
     title = STATUS_TITLES.get(status, "Error")
     body: dict[str, Any] = {
@@ -313,6 +317,8 @@ def problem_body(
         "status": status,
         "detail": detail or title,
     }
+    if code is not None:
+        body["code"] = code
     if problems:
         body["errors"] = [{"field": p.field, "message": p.message} for p in problems]
     return body
@@ -334,7 +340,8 @@ def problem_for(exc: GatepassError) -> Problem | None:
         if isinstance(exc, RateLimited):
             headers["Retry-After"] = str(exc.retry_after)
         problems = getattr(exc, "problems", ())
-        return Problem(exc.status, headers, problem_body(exc.status, exc.detail, problems))
+        body = problem_body(exc.status, exc.detail, problems, code=exc.code)
+        return Problem(exc.status, headers, body)
     if isinstance(exc, Overloaded):
         detail = "Too many sign-ins at once. Try again shortly."
         return Problem(503, {"Retry-After": str(exc.retry_after)}, problem_body(503, detail))

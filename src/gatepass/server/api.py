@@ -43,30 +43,32 @@ NO_STORE = {"Cache-Control": "no-store"}
 ACCOUNT_PAGE = "/account"
 
 Text = Annotated[StrictStr, Field(max_length=4096)]
+#: A refresh or link token: no length limit, so any string that is not a live
+#: token gets that route's refusal (401 / 400), never a 422.
+TokenText = StrictStr
 
 
-class _Body(BaseModel):
+class Body(BaseModel):
     # Unknown fields are ignored (forward compatibility); known ones are strict.
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
-class RegisterIn(_Body):
+class RegisterIn(Body):
     email: Text
     password: Text
 
 
-class LoginIn(_Body):
+class LoginIn(Body):
     email: Text
     password: Text
     client: Literal["web", "mobile", "api"] = "web"
 
 
-class RefreshIn(_Body):
-    # No length limit here: any string that is not a live token is a 401, not a 422.
-    refresh_token: StrictStr
+class RefreshIn(Body):
+    refresh_token: TokenText
 
 
-class PasswordIn(_Body):
+class PasswordIn(Body):
     current_password: Text
     new_password: Text
 
@@ -76,16 +78,22 @@ def _iso(ts: float) -> str:
 
 
 def user_json(user: UserRecord) -> dict[str, Any]:
-    """A user as the contract shows it (login's ``user``, ``GET /auth/me``)."""
+    """A user as the contract shows it (login's ``user``)."""
     return {"id": user.id, "email": user.email, "roles": list(user.roles)}
 
 
-def _has_body(request: Request) -> bool:
+def me_json(user: UserRecord, method: str) -> dict[str, Any]:
+    """The answer of ``GET /auth/me``: the user, whether its address is verified,
+    and how the caller authenticated."""
+    return {**user_json(user), "email_verified": user.email_verified, "method": method}
+
+
+def has_body(request: Request) -> bool:
     length = request.headers.get("content-length")
     return (length is not None and length != "0") or "transfer-encoding" in request.headers
 
 
-async def _mutating_identity(request: Request) -> tuple[Identity, dict[str, Any] | None]:
+async def mutating_identity(request: Request) -> tuple[Identity, dict[str, Any] | None]:
     """Authenticate a state-changing request, apply the CSRF rules, parse any body.
 
     A forged request is refused before its body is looked at. A body that is sent
@@ -99,14 +107,17 @@ async def _mutating_identity(request: Request) -> tuple[Identity, dict[str, Any]
         enforce_csrf(request, identity, fields)
         return identity, fields
     enforce_csrf(request, identity, None)
-    return identity, (await read_fields(request) if _has_body(request) else None)
+    return identity, (await read_fields(request) if has_body(request) else None)
 
 
 async def register(request: Request) -> Response:
     fields = await read_fields(request)
     enforce_origin(request)
     body = validate(RegisterIn, fields)
-    user = await gatepass(request).accounts.register(body.email, body.password)
+    user = await gatepass(request).accounts.register(body.email, body.password, ip=ip_of(request))
+    if user is None:
+        # Mandatory verification: the same answer for a new and a taken address.
+        return JSONResponse({"status": "verification_sent"}, status_code=202, headers=NO_STORE)
     return JSONResponse({"id": user.id, "email": user.email}, status_code=201, headers=NO_STORE)
 
 
@@ -174,7 +185,7 @@ async def jwks(request: Request) -> Response:
 
 async def me(request: Request) -> Response:
     identity = await authenticate(request)
-    return JSONResponse({**user_json(identity.user), "method": identity.method}, headers=NO_STORE)
+    return JSONResponse(me_json(identity.user, identity.method), headers=NO_STORE)
 
 
 async def csrf(request: Request) -> Response:
@@ -186,7 +197,7 @@ async def csrf(request: Request) -> Response:
 
 
 async def logout(request: Request) -> Response:
-    identity, _ = await _mutating_identity(request)
+    identity, _ = await mutating_identity(request)
     gp = gatepass(request)
     await gp.accounts.logout(identity)
     response = Response(status_code=204, headers=NO_STORE)
@@ -196,7 +207,7 @@ async def logout(request: Request) -> Response:
 
 
 async def logout_all(request: Request) -> Response:
-    identity, _ = await _mutating_identity(request)
+    identity, _ = await mutating_identity(request)
     gp = gatepass(request)
     await gp.accounts.logout_all(identity)
     response = Response(status_code=204, headers=NO_STORE)
@@ -226,7 +237,7 @@ async def list_sessions(request: Request) -> Response:
 
 
 async def delete_session(request: Request) -> Response:
-    identity, _ = await _mutating_identity(request)
+    identity, _ = await mutating_identity(request)
     gp = gatepass(request)
     handle = request.path_params["session_id"]
     await gp.accounts.end_session(identity, handle)
@@ -237,7 +248,7 @@ async def delete_session(request: Request) -> Response:
 
 
 async def change_password(request: Request) -> Response:
-    identity, fields = await _mutating_identity(request)
+    identity, fields = await mutating_identity(request)
     body = validate(PasswordIn, fields or {})
     gp = gatepass(request)
     issued = await gp.accounts.change_password(identity, body.current_password, body.new_password)

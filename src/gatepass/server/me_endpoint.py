@@ -29,7 +29,7 @@ from starlette.types import Message, Receive, Scope, Send
 from gatepass.authenticator import Identity
 from gatepass.core import Gatepass
 from gatepass.errors import GatepassError, StoreUnavailable
-from gatepass.server.api import user_json
+from gatepass.server.api import me_json
 from gatepass.server.middleware import NOSNIFF
 from gatepass.web import PROBLEM_MEDIA_TYPE, problem_body, problem_for, request_credentials
 
@@ -80,8 +80,8 @@ class MeEndpoint:
         self.gatepass = gatepass
         self._authenticate = gatepass.authenticator.authenticate
         self._cookie_name = session_cookie_name
-        # (user id, email, roles, method) -> the encoded answer and its headers.
-        self._answers: dict[tuple[str, str, tuple[str, ...], str], tuple[bytes, bytes]] = {}
+        # (user id, email, verified, roles, method) -> the encoded answer and its length.
+        self._answers: dict[tuple[str, str, bool, tuple[str, ...], str], tuple[bytes, bytes]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         authorization: str | None = None
@@ -109,10 +109,10 @@ class MeEndpoint:
 
     def _answer(self, identity: Identity) -> tuple[bytes, bytes]:
         user = identity.user
-        key = (user.id, user.email, user.roles, identity.method)
+        key = (user.id, user.email, user.email_verified, user.roles, identity.method)
         answer = self._answers.get(key)
         if answer is None:
-            body = _encode({**user_json(user), "method": identity.method}).encode("utf-8")
+            body = _encode(me_json(user, identity.method)).encode("utf-8")
             answer = (body, str(len(body)).encode("ascii"))
             if len(self._answers) >= BODY_CACHE_SIZE:
                 self._answers.clear()

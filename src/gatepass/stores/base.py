@@ -47,9 +47,28 @@ class UserRecord:
     #: before checking the password is still current, so a sign-in in flight
     #: loses to a password change or logout-all that commits meanwhile.
     credential_version: int = 0
+    #: The address was proven by a verification (or e-mail change) link.
+    email_verified: bool = False
 
     def __repr__(self) -> str:
         return f"UserRecord(id={self.id!r}, email={self.email!r}, roles={self.roles!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class LinkRecord:
+    """A one-time link sent by mail (:mod:`gatepass.links`). ``token_hash`` is the
+    SHA-256 of the link's token, never the token; ``email`` is the address the link
+    is for (for an e-mail change: the new address)."""
+
+    token_hash: str
+    purpose: str
+    user_id: str
+    email: str
+    created_at: float
+    expires_at: float
+
+    def __repr__(self) -> str:
+        return f"LinkRecord(purpose={self.purpose!r}, user_id={self.user_id!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,13 +226,52 @@ class UserStore(Protocol):
         """Kill every token credential of the user, in one transaction: move the
         credential version and the token epoch (to ``now``), revoke every refresh
         family (on the feed), end the sessions kept with the users (if any), and set
-        ``password_hash`` when given.
+        ``password_hash`` when given: the user's password-reset links then die in
+        the same transaction (a reset link dies when the password changes by any
+        route).
 
         With ``credential_version``, only if it is still the user's (a password
         change: of two racing, one wins); else unconditionally (logout-all).
         Return the new credential version, or ``None`` when it had moved (nothing
         changed) or the user is gone.
         """
+        ...
+
+    async def mark_email_verified(self, user_id: str, email: str) -> UserRecord | None:
+        """Mark the user's address verified if it is still ``email``, and delete the
+        user's other verification links; ``None`` (nothing changed) otherwise."""
+        ...
+
+    async def change_email(self, user_id: str, new_email: str) -> UserRecord | None:
+        """Move the user to ``new_email`` (verified: a link sent there was used) and
+        delete the user's verification and change links. Raise :class:`EmailTaken`
+        when the address is another user's; ``None`` when the user is gone."""
+        ...
+
+    async def delete_user(self, user_id: str, now: float) -> bool:
+        """Delete the user and, in the same transaction, everything it holds: its
+        refresh families are revoked and its token epoch moved on the revocation
+        feed (so every process refuses its access tokens at once), then the user,
+        its sessions kept with it, families, tokens and links are deleted. ``False``
+        when there was no such user."""
+        ...
+
+
+class LinkStore(Protocol):
+    """One-time mail links, by the SHA-256 of their token."""
+
+    async def create_link(self, link: LinkRecord) -> None: ...
+
+    async def peek_link(
+        self, token_hash: str, purposes: Sequence[str], now: float
+    ) -> LinkRecord | None:
+        """The live link (one of ``purposes``, not expired), left in place."""
+        ...
+
+    async def consume_link(
+        self, token_hash: str, purposes: Sequence[str], now: float
+    ) -> LinkRecord | None:
+        """Delete and return the live link: of concurrent calls, one gets it."""
         ...
 
 
@@ -269,8 +327,9 @@ class MaintenanceStore(Protocol):
     async def prune_expired(
         self, now: float, *, session_idle: float, session_absolute: float
     ) -> int:
-        """Delete sessions past their idle or absolute timeout and refresh families
-        past their lifetime (with their tokens); return how many rows went."""
+        """Delete sessions past their idle or absolute timeout, refresh families past
+        their lifetime (with their tokens) and expired mail links; return how many
+        rows went."""
         ...
 
 
@@ -368,7 +427,9 @@ class TokenStore(KeyStore, FamilyStore, RevocationStore, Protocol):
     """Everything on the token side: keys, families, revocations."""
 
 
-class Store(UserStore, SessionStore, SecretStore, TokenStore, MaintenanceStore, Protocol):
+class Store(
+    UserStore, LinkStore, SessionStore, SecretStore, TokenStore, MaintenanceStore, Protocol
+):
     """Everything the auth server needs from storage."""
 
     async def start(self) -> None: ...
@@ -389,11 +450,13 @@ class Store(UserStore, SessionStore, SecretStore, TokenStore, MaintenanceStore, 
 
 
 class LoginCounters(Protocol):
-    """Per-IP sliding windows, and per account (or device) failures, lock and
-    attempts in flight. Keys are opaque: ``bytes`` digests for accounts, the
-    :func:`~gatepass.ratelimit.ip_key` string for clients."""
+    """Sliding windows (per client IP for logins, sign-ups and mail; per address for
+    mail), and per account (or device) failures, lock and attempts in flight. Keys
+    are opaque: ``bytes`` digests for accounts, strings for windows (the
+    :func:`~gatepass.ratelimit.ip_key` of a client, under a prefix naming the limit
+    for all but the login one). A key is always counted with the same window."""
 
-    async def count_ip_attempt(self, key: str, now: float, *, limit: int, window: float) -> float:
+    async def count_attempt(self, key: str, now: float, *, limit: int, window: float) -> float:
         """Count one attempt in ``key``'s window of ``window`` seconds and return 0, or
         count nothing and return the seconds until a slot frees when ``limit``
         attempts are already in the window."""

@@ -38,19 +38,22 @@ class MemoryCounters:
     def __init__(self, *, max_keys: int = MAX_TRACKED_KEYS) -> None:
         self._max_keys = max_keys
         self._accounts: dict[bytes, _Account] = {}
-        self._ips: dict[str, deque[float]] = {}
+        # One table per window length, so pruning one limit's stale keys never
+        # drops a key of a longer window that is still counting.
+        self._windows: dict[float, dict[str, deque[float]]] = {}
         self._guesses: dict[str, _Guess] = {}
 
     def __repr__(self) -> str:
         return f"MemoryCounters(max_keys={self._max_keys})"
 
-    # per-IP windows ------------------------------------------------------------
+    # sliding windows -----------------------------------------------------------
 
-    async def count_ip_attempt(self, key: str, now: float, *, limit: int, window: float) -> float:
-        attempts = self._ips.get(key)
+    async def count_attempt(self, key: str, now: float, *, limit: int, window: float) -> float:
+        table = self._windows.setdefault(window, {})
+        attempts = table.get(key)
         if attempts is None:
-            self._prune_ips(now, window)
-            attempts = self._ips[key] = deque(maxlen=limit)
+            self._prune_window(table, now, window)
+            attempts = table[key] = deque(maxlen=limit)
         while attempts and attempts[0] <= now - window:
             attempts.popleft()
         if len(attempts) >= limit:
@@ -124,15 +127,15 @@ class MemoryCounters:
                 break
             del self._accounts[key]
 
-    def _prune_ips(self, now: float, window: float) -> None:
-        if len(self._ips) < self._max_keys:
+    def _prune_window(self, table: dict[str, deque[float]], now: float, window: float) -> None:
+        if len(table) < self._max_keys:
             return
         target = int(self._max_keys * PRUNE_TO)
         horizon = now - window
-        for ip in [k for k, a in self._ips.items() if not a or a[-1] <= horizon]:
-            del self._ips[ip]
-        while len(self._ips) > target:
-            del self._ips[next(iter(self._ips))]
+        for key in [k for k, a in table.items() if not a or a[-1] <= horizon]:
+            del table[key]
+        while len(table) > target:
+            del table[next(iter(table))]
 
     # wrong current passwords -----------------------------------------------------
 

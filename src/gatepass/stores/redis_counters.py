@@ -168,7 +168,7 @@ class RedisCounters:
 
     # per-IP windows ------------------------------------------------------------
 
-    async def count_ip_attempt(self, key: str, now: float, *, limit: int, window: float) -> float:
+    async def count_attempt(self, key: str, now: float, *, limit: int, window: float) -> float:
         keys = [f"{self._tag('ip', key)}:w"]
         args: list[str | int] = [repr(now), limit, repr(window), _member(), _ttl_ms(window)]
         async with mapped():

@@ -29,6 +29,7 @@ from gatepass.errors import StoreUnavailable
 from gatepass.stores.base import (
     Evicted,
     FamilyRecord,
+    LinkRecord,
     RevocationEvent,
     RotationOutcome,
     SessionLimit,
@@ -132,6 +133,42 @@ class SplitStore:
             )
         finally:
             self.forget_user(user_id)
+
+    async def mark_email_verified(self, user_id: str, email: str) -> UserRecord | None:
+        try:
+            return await self.database.mark_email_verified(user_id, email)
+        finally:
+            self.forget_user(user_id)
+
+    async def change_email(self, user_id: str, new_email: str) -> UserRecord | None:
+        try:
+            return await self.database.change_email(user_id, new_email)
+        finally:
+            self.forget_user(user_id)
+
+    async def delete_user(self, user_id: str, now: float) -> bool:
+        """Delete the user from the database. Its Redis sessions are the caller's to
+        end first (:meth:`end_user_sessions`, under a version floor that refuses a
+        sign-in in flight), so a failure here leaves the user signed out, not alive."""
+        try:
+            return await self.database.delete_user(user_id, now)
+        finally:
+            self.forget_user(user_id)
+
+    # one-time links ------------------------------------------------------------
+
+    async def create_link(self, link: LinkRecord) -> None:
+        await self.database.create_link(link)
+
+    async def peek_link(
+        self, token_hash: str, purposes: Sequence[str], now: float
+    ) -> LinkRecord | None:
+        return await self.database.peek_link(token_hash, purposes, now)
+
+    async def consume_link(
+        self, token_hash: str, purposes: Sequence[str], now: float
+    ) -> LinkRecord | None:
+        return await self.database.consume_link(token_hash, purposes, now)
 
     def forget_user(self, user_id: str | None) -> None:
         """Drop the cached user (its credentials, roles or existence changed), or

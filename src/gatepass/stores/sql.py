@@ -29,6 +29,7 @@ from sqlalchemy import (
     bindparam,
     delete,
     event,
+    false,
     func,
     insert,
     null,
@@ -52,6 +53,7 @@ from gatepass.stores.base import (
     EmailTaken,
     Evicted,
     FamilyRecord,
+    LinkRecord,
     RevocationEvent,
     RevocationKind,
     RotationOutcome,
@@ -75,6 +77,7 @@ users = Table(
     Column("created_at", Float, nullable=False),
     Column("tokens_valid_after", Float, nullable=False, default=0.0),
     Column("credential_version", Integer, nullable=False, default=0, server_default="0"),
+    Column("email_verified", Boolean, nullable=False, default=False, server_default=false()),
 )
 
 sessions = Table(
@@ -166,6 +169,24 @@ revocations = Table(
     Index("ix_gatepass_revocations_created", "created_at"),
 )
 
+links = Table(
+    "gatepass_account_links",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("purpose", String(32), nullable=False),
+    Column(
+        "user_id", String(36), ForeignKey("gatepass_users.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("email", String(320), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Index("ix_gatepass_account_links_user", "user_id", "purpose"),
+    Index("ix_gatepass_account_links_expires", "expires_at"),
+)
+#: The purposes whose links an address change or verification makes pointless.
+_ADDRESS_LINK_PURPOSES = ("verify_email", "change_email")
+_RESET_LINK_PURPOSE = "reset_password"
+
 #: A user's columns beside another table's (``_user(row, joined=True)`` reads them).
 _USER_COLUMNS = (
     users.c.email,
@@ -174,6 +195,7 @@ _USER_COLUMNS = (
     users.c.created_at.label("user_created_at"),
     users.c.tokens_valid_after,
     users.c.credential_version,
+    users.c.email_verified,
 )
 _SESSION_WITH_USER = select(
     sessions.c.id_hash,
@@ -205,6 +227,26 @@ def _user(row: Any, *, joined: bool = False) -> UserRecord:
         created_at=row.user_created_at if joined else row.created_at,
         tokens_valid_after=row.tokens_valid_after,
         credential_version=row.credential_version,
+        email_verified=bool(row.email_verified),
+    )
+
+
+def _link(row: Any) -> LinkRecord:
+    return LinkRecord(
+        token_hash=row.token_hash,
+        purpose=row.purpose,
+        user_id=row.user_id,
+        email=row.email,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+    )
+
+
+def _live_link(token_hash: str, purposes: Sequence[str], now: float) -> ColumnElement[bool]:
+    return and_(
+        links.c.token_hash == token_hash,
+        links.c.purpose.in_(list(purposes)),
+        links.c.expires_at > now,
     )
 
 
@@ -577,7 +619,110 @@ class SqlStore:
                 return None
             await conn.execute(delete(sessions).where(sessions.c.user_id == user_id))
             await _revoke_user_families(conn, user_id, now)
+            if password_hash is not None:
+                await conn.execute(
+                    delete(links).where(
+                        links.c.user_id == user_id, links.c.purpose == _RESET_LINK_PURPOSE
+                    )
+                )
         return int(row.credential_version)
+
+    async def mark_email_verified(self, user_id: str, email: str) -> UserRecord | None:
+        async with self._tx() as conn:
+            row = (
+                await conn.execute(
+                    update(users)
+                    .where(users.c.id == user_id, users.c.email == email)
+                    .values(email_verified=True)
+                    .returning(*users.c)
+                )
+            ).first()
+            if row is None:
+                return None
+            await conn.execute(
+                delete(links).where(links.c.user_id == user_id, links.c.purpose == "verify_email")
+            )
+        return _user(row)
+
+    async def change_email(self, user_id: str, new_email: str) -> UserRecord | None:
+        if _NUL in new_email:
+            return None
+        try:
+            async with self._tx() as conn:
+                row = (
+                    await conn.execute(
+                        update(users)
+                        .where(users.c.id == user_id)
+                        .values(email=new_email, email_verified=True)
+                        .returning(*users.c)
+                    )
+                ).first()
+                if row is None:
+                    return None
+                await conn.execute(
+                    delete(links).where(
+                        links.c.user_id == user_id, links.c.purpose.in_(_ADDRESS_LINK_PURPOSES)
+                    )
+                )
+        except DuplicateRecord:
+            raise EmailTaken("email already registered") from None
+        return _user(row)
+
+    async def delete_user(self, user_id: str, now: float) -> bool:
+        async with self._tx() as conn:
+            # The user row's lock first, as in change_credentials: a sign-in storing a
+            # credential for this user waits, then finds the user gone.
+            found = (
+                await conn.execute(
+                    update(users)
+                    .where(users.c.id == user_id)
+                    .values(credential_version=users.c.credential_version + 1)
+                    .returning(users.c.id)
+                )
+            ).first()
+            if found is None:
+                return False
+            # On the feed before the rows go: every process refuses the user's access
+            # tokens and families at once, whatever it has cached.
+            await _revoke_user_families(conn, user_id, now)
+            # The foreign keys cascade to sessions, families, tokens and links.
+            await conn.execute(delete(users).where(users.c.id == user_id))
+        return True
+
+    # one-time links --------------------------------------------------------
+
+    async def create_link(self, link: LinkRecord) -> None:
+        async with self._tx() as conn:
+            await conn.execute(
+                insert(links).values(
+                    token_hash=link.token_hash,
+                    purpose=link.purpose,
+                    user_id=link.user_id,
+                    email=link.email,
+                    created_at=link.created_at,
+                    expires_at=link.expires_at,
+                )
+            )
+
+    async def peek_link(
+        self, token_hash: str, purposes: Sequence[str], now: float
+    ) -> LinkRecord | None:
+        async with self._tx() as conn:
+            row = (
+                await conn.execute(select(links).where(_live_link(token_hash, purposes, now)))
+            ).first()
+        return _link(row) if row else None
+
+    async def consume_link(
+        self, token_hash: str, purposes: Sequence[str], now: float
+    ) -> LinkRecord | None:
+        async with self._tx() as conn:
+            row = (
+                await conn.execute(
+                    delete(links).where(_live_link(token_hash, purposes, now)).returning(*links.c)
+                )
+            ).first()
+        return _link(row) if row else None
 
     # sessions --------------------------------------------------------------
 
@@ -814,6 +959,7 @@ class SqlStore:
                 delete(refresh_tokens).where(refresh_tokens.c.family_id.in_(expired))
             )
             gone_families = await conn.execute(delete(families).where(families.c.expires_at <= now))
+            gone_links = await conn.execute(delete(links).where(links.c.expires_at <= now))
             # A seal serves a retry within the reuse grace and nothing after it.
             await conn.execute(
                 update(refresh_tokens)
@@ -823,7 +969,12 @@ class SqlStore:
                 )
                 .values(sealed_successor=None)
             )
-        return int(gone_sessions.rowcount + gone_tokens.rowcount + gone_families.rowcount)
+        return int(
+            gone_sessions.rowcount
+            + gone_tokens.rowcount
+            + gone_families.rowcount
+            + gone_links.rowcount
+        )
 
     # secrets ---------------------------------------------------------------
 
