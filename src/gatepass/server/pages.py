@@ -25,6 +25,7 @@ from gatepass.device_names import device_name
 from gatepass.errors import (
     AuthenticationFailed,
     CSRFFailed,
+    EmailNotVerified,
     Overloaded,
     RateLimited,
     RequestError,
@@ -107,6 +108,8 @@ def render_login(request: Request, *, error: RequestError | Overloaded | None = 
         status = OVERLOADED_STATUS
     elif isinstance(error, AuthenticationFailed):
         message = "Invalid email or password."
+    elif isinstance(error, EmailNotVerified):
+        message = "Confirm your address first: we sent you a new link."
     elif error is not None:
         message = "The sign-in form was not accepted. Please try again."
     if isinstance(error, RequestError):
