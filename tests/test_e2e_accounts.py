@@ -90,3 +90,18 @@ def test_with_smtp_a_forgotten_password_is_reset_from_the_mail(
         assert old.status_code == 401
         assert token_of(reset_mail) not in server.logs()
         assert token_of(verification) not in server.logs()
+
+
+def test_a_link_followed_to_the_server_leaves_no_token_in_its_access_log(tmp_path: Path) -> None:
+    token = "Secr3tLinkToken-" + tmp_path.name
+    with running_server(tmp_path, {"GATEPASS_DEV": "1"}) as server:
+        for path in ("/reset-password", "/verify-email", "/nowhere"):
+            for query in (f"token={token}", f"%74oken={token}", f"a=1&token={token}"):
+                httpx.get(f"{server.url}{path}?{query}")
+        httpx.get(f"{server.url}/healthz")
+        deadline = time.monotonic() + OUTBOX_WAIT_SECONDS
+        while "/healthz" not in server.logs() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        logs = server.logs()
+    assert "/reset-password?" in logs  # the requests were logged...
+    assert token not in logs  # ...without their query strings

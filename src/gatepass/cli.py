@@ -102,14 +102,20 @@ def serve(host: str | None, port: int | None, workers: int, log_level: str) -> N
 
 
 def _log_config(log_level: str) -> dict[str, Any]:
-    """uvicorn's logging, plus gatepass's own loggers (``gatepass``, ``gatepass.audit``,
-    ``gatepass.mail``) on the same stderr handler at the same level: operators see the
-    audit trail and where mail went without configuring anything."""
+    """uvicorn's logging (its access log without query strings), plus gatepass's own
+    loggers (``gatepass``, ``gatepass.audit``, ``gatepass.mail``) on the same stderr
+    handler at the same level: operators see the audit trail and where mail went
+    without configuring anything."""
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
     level = log_level.upper() if log_level.lower() != "trace" else "DEBUG"
     config["loggers"]["gatepass"] = {"handlers": ["default"], "level": level, "propagate": False}
+    # Mail links carry their token in the query string: never into the access log.
+    config.setdefault("filters", {})["drop_query"] = {
+        "()": "gatepass.server.access_log.DropQueryStrings"
+    }
+    config["handlers"]["access"].setdefault("filters", []).append("drop_query")
     return config
 
 
