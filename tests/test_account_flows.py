@@ -28,6 +28,7 @@ from tests.conftest import (
     login,
     token_login,
 )
+from tests.servers import Backend
 from tests.smtp_server import SmtpServer, link_in, text_body
 
 NEW_PASSWORD = "a brand new passphrase"
@@ -589,3 +590,35 @@ def test_a_reset_link_for_the_old_address_dies_with_an_email_change(
     change_email(client, csrf, new)
     assert verify(client, token_of(smtp_server.wait_for(new)[0])).status_code == 200
     assert reset(client, token_of(reset_mail)).status_code == 400
+
+
+# every backend -----------------------------------------------------------------
+
+
+def test_reset_and_deletion_end_every_credential_on_every_backend(
+    make_client: Callable[..., TestClient], smtp_server: SmtpServer, backend: Backend
+) -> None:
+    """SQLite; PostgreSQL; PostgreSQL + Redis (sessions and counters there); and
+    PostgreSQL + Redis Cluster."""
+    client = make_client(smtp_url=smtp_server.url, email_verification="none", **backend.env())
+    email = address()
+    register(client, email)
+    login(client, email)
+    pair = token_login(client, email)
+    forgot(client, email)
+    assert reset(client, token_of(smtp_server.wait_for(email)[0])).status_code == 204
+    assert client.get("/auth/me").status_code == 401
+    assert bearer_me_status(client, pair["access_token"]) == 401
+    csrf = login(client, email, NEW_PASSWORD)
+    pair = token_login(client, email, NEW_PASSWORD)
+    deleted = client.request(
+        "DELETE",
+        "/auth/account",
+        json={"current_password": NEW_PASSWORD},
+        headers={"X-CSRF-Token": csrf},
+    )
+    assert deleted.status_code == 204
+    assert bearer_me_status(client, pair["access_token"]) == 401
+    refreshed = client.post("/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+    assert refreshed.status_code == 401
+    register(client, email)
