@@ -74,6 +74,7 @@ def test_register_login_me_logout_round_trip_over_real_http(tmp_path: Path) -> N
             "id": user["id"],
             "email": "ada@example.com",
             "roles": ["user"],
+            "email_verified": False,
             "method": "session",
         }
 

@@ -47,6 +47,7 @@ def test_me_answers_the_user_with_no_store_and_nosniff(client: TestClient, crede
         "id": user["id"],
         "email": "ada@example.com",
         "roles": ["user"],
+        "email_verified": False,
         "method": credential,
     }
     assert response.headers["content-type"] == "application/json"

@@ -337,6 +337,27 @@ async def test_router_under_a_prefix_keeps_the_contract(host: Host) -> None:
     assert_problem(await http.get("/notes", headers=cookie_header(cookie)), 401)
 
 
+@pytest.mark.anyio
+async def test_router_under_a_prefix_serves_the_account_flows(host: Host) -> None:
+    await host.register()
+    http = host.http
+    forgot = await http.post(f"{PREFIX}/auth/password/forgot", json={"email": EMAIL})
+    assert forgot.status_code == 202
+    assert forgot.json() == {"status": "sent_if_exists"}
+    assert_problem(await http.post(f"{PREFIX}/auth/email/verify", json={"token": "x"}), 400)
+    assert_problem(await http.post(f"{PREFIX}/auth/password/reset", json={"token": "x"}), 422)
+    cookie, csrf = await host.web_login()
+    wrong = await http.request(
+        "DELETE",
+        f"{PREFIX}/auth/account",
+        json={"current_password": "not it at all"},
+        headers={**cookie_header(cookie), "X-CSRF-Token": csrf},
+    )
+    assert_problem(wrong, 401)
+    me = await http.get(f"{PREFIX}/auth/me", headers=cookie_header(cookie))
+    assert me.json()["email_verified"] is False
+
+
 # OpenAPI and the lifespan ---------------------------------------------------------
 
 

@@ -421,7 +421,10 @@ async def test_a_broken_template_fails_that_mail_and_the_next_one_is_sent(
 
 @pytest.mark.anyio
 async def test_header_injection_in_the_recipient_is_refused(
-    smtp_server: SmtpServer, make_settings: MakeSettings, make_mailer: Callable[..., Mailer]
+    smtp_server: SmtpServer,
+    make_settings: MakeSettings,
+    make_mailer: Callable[..., Mailer],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     victim, attacker = recipient(), recipient()
     metrics = Metrics()
@@ -435,8 +438,12 @@ async def test_header_injection_in_the_recipient_is_refused(
     ):
         with pytest.raises(ValueError, match="one bare e-mail address"):
             mailer.render(injected, "verify_email", verify_context())
-        mailer.submit(injected, "verify_email", verify_context())  # refused, not raised
+        with caplog.at_level(logging.WARNING, logger="gatepass.mail"):
+            mailer.submit(injected, "verify_email", verify_context())  # refused, not raised
     await mailer.drain()
+
+    assert "refused: the recipient must be one bare e-mail address" in log_text(caplog)
+    assert attacker not in log_text(caplog)
 
     assert smtp_server.attempts[victim] == 0
     assert smtp_server.attempts[attacker] == 0
@@ -512,6 +519,20 @@ async def test_submit_returns_while_the_server_is_still_receiving(
         hold.release.set()
     await mailer.drain()
     assert len(smtp_server.wait_for(to)) == 1
+
+
+@pytest.mark.anyio
+async def test_mail_still_queued_at_shutdown_is_counted_as_failed(
+    make_settings: MakeSettings,
+) -> None:
+    metrics = Metrics()
+    mailer = Mailer(make_settings(), metrics)  # never started: nothing sends
+
+    mailer.submit(recipient(), "verify_email", verify_context())
+    await mailer.close()
+
+    assert mails_counted(metrics, "verify_email", "failed") == 1
+    assert mails_counted(metrics, "verify_email", "sent") == 0
 
 
 # --- failures and retries -----------------------------------------------------------------

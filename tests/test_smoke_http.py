@@ -13,6 +13,7 @@ def test_register_login_me_logout_round_trip(client: TestClient) -> None:
         "id": user["id"],
         "email": "ada@example.com",
         "roles": ["user"],
+        "email_verified": False,
         "method": "session",
     }
     out = client.post("/auth/logout", headers={"X-CSRF-Token": csrf, "Origin": ORIGIN})

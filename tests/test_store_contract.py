@@ -391,15 +391,17 @@ async def test_a_link_serves_only_its_purpose_and_only_until_it_expires(
     assert await store.prune_expired(clock(), session_idle=IDLE, session_absolute=ABSOLUTE) >= 1
 
 
-async def test_a_password_change_kills_reset_links_and_only_those(
+async def test_ending_credentials_kills_pending_changes_and_a_new_password_reset_links(
     store: Store, clock: FakeClock
 ) -> None:
     user = await new_user(store, clock)
     reset = new_link(user, clock, "reset_password")
     verify = new_link(user, clock, "verify_email")
-    await store.create_link(reset)
-    await store.create_link(verify)
-    assert await store.change_credentials(user.id, clock()) == 1  # logout-all: links stay
+    change = new_link(user, clock, "change_email", email="intruder@example.com")
+    for link in (reset, verify, change):
+        await store.create_link(link)
+    assert await store.change_credentials(user.id, clock()) == 1  # logout-all
+    assert await store.peek_link(change.token_hash, ["change_email"], clock()) is None
     assert await store.peek_link(reset.token_hash, ["reset_password"], clock()) is not None
     assert await store.change_credentials(user.id, clock(), password_hash="$argon2id$new") == 2
     assert await store.peek_link(reset.token_hash, ["reset_password"], clock()) is None
@@ -426,7 +428,9 @@ async def test_an_address_change_moves_the_account_and_refuses_a_taken_address(
     user = await new_user(store, clock)
     other = await new_user(store, clock, "grace@example.com")
     pending = new_link(user, clock, "change_email", email="new@example.com")
+    old_reset = new_link(user, clock, "reset_password")
     await store.create_link(pending)
+    await store.create_link(old_reset)
     with pytest.raises(EmailTaken):
         await store.change_email(user.id, other.email)
     moved = await store.change_email(user.id, "new@example.com")
@@ -435,6 +439,7 @@ async def test_an_address_change_moves_the_account_and_refuses_a_taken_address(
     assert moved.email_verified
     assert await store.get_user_by_email("ada@example.com") is None
     assert await store.peek_link(pending.token_hash, ["change_email"], clock()) is None
+    assert await store.peek_link(old_reset.token_hash, ["reset_password"], clock()) is None
 
 
 async def test_deleting_a_user_removes_every_credential_and_frees_the_address(

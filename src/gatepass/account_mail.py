@@ -10,17 +10,22 @@ outside (counted as ``gatepass_mails{result="suppressed"}``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
 from gatepass.clock import Clock
+from gatepass.errors import GatepassError
 from gatepass.links import LinkPurpose, describe_seconds, link_url, new_link_token, token_digest
 from gatepass.metrics import Metrics
 from gatepass.ratelimit import RequestLimits
 from gatepass.stores.base import LinkRecord, LinkStore
 
 logger = logging.getLogger("gatepass.mail")
+
+#: How long closing waits for account mail work still running.
+SETTLE_SECONDS = 10.0
 
 #: Template names (gatepass/mail_templates/; see docs/mail.md for their context).
 VERIFY_EMAIL = "verify_email"
@@ -63,6 +68,32 @@ class AccountMail:
             LinkPurpose.CHANGE_EMAIL: verify_ttl,
             LinkPurpose.RESET_PASSWORD: reset_ttl,
         }
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def later(self, work: Callable[[], Awaitable[object]], what: str) -> None:
+        """Run ``work`` after the caller has answered.
+
+        Whether an address has an account decides what ``work`` does (look it up,
+        store a link, render and queue a mail); done before answering, that work
+        would show in the response time. A failure is logged by ``what`` (never
+        an address or a link) and the mail is simply not sent.
+        """
+        task = asyncio.get_running_loop().create_task(self._quietly(work, what))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def settle(self, within: float = SETTLE_SECONDS) -> None:
+        """Wait (at most ``within`` seconds) for the work :meth:`later` started; on close."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=within)
+
+    async def _quietly(self, work: Callable[[], Awaitable[object]], what: str) -> None:
+        try:
+            await work()
+        except GatepassError as exc:  # a store outage: fixed text, no address
+            logger.warning("%s not done: %s", what, type(exc).__name__)
+        except Exception:
+            logger.exception("%s failed", what)
 
     async def send_verification(self, user_id: str, email: str) -> bool:
         """Mail a verification link to ``email``; ``False`` when over its limit."""

@@ -52,6 +52,7 @@ INVALID_CREDENTIALS = "Invalid email or password."
 WRONG_CURRENT_PASSWORD = "Current password is wrong."  # noqa: S105 - a message
 
 audit = logging.getLogger("gatepass.audit")
+logger = logging.getLogger("gatepass")
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,11 +130,14 @@ class Accounts:
         except EmailTaken:
             if not mandatory:
                 raise Conflict("That email is already registered.") from None
-            await self._mail.notify_signup_existing(email)
+            self._mail.later(lambda: self._mail.notify_signup_existing(email), "sign-up notice")
             return None
         self._metrics.registrations.inc()
         if self._verification != VERIFICATION_NONE:
-            await self._mail.send_verification(user.id, user.email)
+            created = user
+            self._mail.later(
+                lambda: self._mail.send_verification(created.id, created.email), "verification"
+            )
         return None if mandatory else user
 
     async def _count(self, counting: Awaitable[None], limit: str) -> None:
@@ -174,7 +178,12 @@ class Accounts:
             # The password was right, but the address is unproven: nothing is
             # granted, and a fresh link goes out (within the mail limits).
             self._metrics.logins.labels(result="unverified").inc()
-            await self._mail.send_verification(user.id, user.email)
+            if await self._limits.allow_mail_request(ip):
+                unverified = user
+                self._mail.later(
+                    lambda: self._mail.send_verification(unverified.id, unverified.email),
+                    "verification",
+                )
             raise EmailNotVerified()
         self._metrics.logins.labels(result="success").inc()
         if result.needs_rehash:
@@ -483,20 +492,27 @@ class Accounts:
         account = _valid_email(email)
         if self._verification == VERIFICATION_NONE:
             return
-        user = await self._store.get_user_by_email(account)
-        if user is not None and not user.email_verified:
-            await self._mail.send_verification(user.id, user.email)
+
+        async def resend() -> None:
+            user = await self._store.get_user_by_email(account)
+            if user is not None and not user.email_verified:
+                await self._mail.send_verification(user.id, user.email)
+
+        self._mail.later(resend, "verification resend")
 
     async def request_password_reset(self, email: str, *, ip: str | None) -> None:
-        """Mail a reset link if ``email`` is a user's. The same outcome for every address."""
+        """Mail a reset link if ``email`` is a user's. The same outcome for every address,
+        in the same time: what depends on the address runs after the answer."""
         await self._count(self._limits.count_mail_request(ip), "mail_ip")
         account = _valid_email(email)
-        user = await self._store.get_user_by_email(account)
-        if user is None:
-            return
-        if await self._mail.send_reset(user.id, user.email):
-            audit.info("password reset requested for user %s", user.id)
-            self._metrics.account_events.labels(event="password_reset_requested").inc()
+
+        async def send() -> None:
+            user = await self._store.get_user_by_email(account)
+            if user is not None and await self._mail.send_reset(user.id, user.email):
+                audit.info("password reset requested for user %s", user.id)
+                self._metrics.account_events.labels(event="password_reset_requested").inc()
+
+        self._mail.later(send, "password reset request")
 
     async def link_is_live(self, token: str, purpose: LinkPurpose) -> bool:
         """Whether ``token`` is a live link for ``purpose`` (read only: the pages ask
@@ -520,13 +536,14 @@ class Accounts:
         # link valid; of two concurrent uses, one gets it.
         link = await self._live_link(token, purposes, consume=True)
         user = None if link is None else await self._store.get_user(link.user_id)
-        if user is None:
+        if user is None or link is None or link.email != user.email:
+            # Gone, or a link sent to an address the account has since left.
             raise InvalidLink()
         # Unconditional: a reset wins over whatever changed the user meanwhile. The
         # same transaction kills the user's other reset links.
         ended, _ = await self._end_everything(user, password_hash=new_hash)
         await self._revocations.sync_quietly()
-        await self._throttle.clear(user.email)
+        await self._clear_lockout(user.email)
         self._metrics.sessions_ended.inc(ended)
         self._metrics.revocations.labels(reason="password_reset").inc()
         self._metrics.account_events.labels(event="password_reset").inc()
@@ -573,12 +590,16 @@ class Accounts:
         user = await self.verify_current_password(identity, current_password)
         if new == user.email:
             return  # nothing to change, and nothing to tell
-        if await self._store.get_user_by_email(new) is not None:
-            await self._mail.notify_change_existing(new)
-            return
-        if await self._mail.send_change(user.id, new):
-            audit.info("address change requested for user %s", user.id)
-            self._metrics.account_events.labels(event="email_change_requested").inc()
+
+        async def send() -> None:
+            if await self._store.get_user_by_email(new) is not None:
+                await self._mail.notify_change_existing(new)
+            elif await self._mail.send_change(user.id, new):
+                audit.info("address change requested for user %s", user.id)
+                self._metrics.account_events.labels(event="email_change_requested").inc()
+
+        # After the answer: whether the new address is taken must not show in its time.
+        self._mail.later(send, "address change request")
 
     async def delete_account(self, identity: Identity, current_password: str) -> None:
         """Delete the caller's account after checking its current password. Every
@@ -597,11 +618,19 @@ class Accounts:
         finally:
             self._forget_user(user.id)
         await self._revocations.sync_quietly()
-        await self._throttle.clear(user.email)
+        await self._clear_lockout(user.email)
         self._metrics.sessions_ended.inc(ended)
         self._metrics.revocations.labels(reason="account_deleted").inc()
         self._metrics.account_events.labels(event="account_deleted").inc()
         audit.info("account of user %s deleted with every credential", user.id)
+
+    async def _clear_lockout(self, account: str) -> None:
+        # After the change committed: an unreachable counter store must not turn
+        # the done reset or deletion into an error (the lockout then just expires).
+        try:
+            await self._throttle.clear(account)
+        except StoreError as exc:
+            logger.warning("account lockout not cleared: %s", type(exc).__name__)
 
     async def _live_link(
         self, token: str, purposes: tuple[LinkPurpose, ...], *, consume: bool

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import gc
 import os
 import sys
@@ -80,6 +81,7 @@ def serve(host: str | None, port: int | None, workers: int, log_level: str) -> N
         "log_level": log_level,
         # Above info the access log is filtered anyway; not building it saves time.
         "access_log": log_level.lower() in ("trace", "debug", "info"),
+        "log_config": _log_config(log_level),
     }
     if workers == 1:
         app = create_app(settings)
@@ -97,6 +99,24 @@ def serve(host: str | None, port: int | None, workers: int, log_level: str) -> N
         workers=workers,
         **common,  # type: ignore[arg-type]
     )
+
+
+def _log_config(log_level: str) -> dict[str, Any]:
+    """uvicorn's logging (its access log without query strings), plus gatepass's own
+    loggers (``gatepass``, ``gatepass.audit``, ``gatepass.mail``) on the same stderr
+    handler at the same level: operators see the audit trail and where mail went
+    without configuring anything."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    level = log_level.upper() if log_level.lower() != "trace" else "DEBUG"
+    config["loggers"]["gatepass"] = {"handlers": ["default"], "level": level, "propagate": False}
+    # Mail links carry their token in the query string: never into the access log.
+    config.setdefault("filters", {})["drop_query"] = {
+        "()": "gatepass.server.access_log.DropQueryStrings"
+    }
+    config["handlers"]["access"].setdefault("filters", []).append("drop_query")
+    return config
 
 
 @main.group()

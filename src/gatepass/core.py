@@ -129,6 +129,17 @@ class Gatepass:
             mail_ip_limit=settings.mail_ip_limit,
             mail_address_limit=settings.mail_address_limit,
         )
+        #: Links and notices of the account flows, over :attr:`mailer`.
+        self.account_mail = AccountMail(
+            store,
+            self.mailer,
+            limits,
+            self.metrics,
+            clock,
+            public_url=settings.effective_public_url,
+            verify_ttl=settings.email_verify_ttl,
+            reset_ttl=settings.password_reset_ttl,
+        )
         self.accounts = Accounts(
             store,
             self.hasher,
@@ -148,16 +159,7 @@ class Gatepass:
             self.metrics,
             clock,
             max_sessions_per_user=settings.max_sessions_per_user,
-            mail=AccountMail(
-                store,
-                self.mailer,
-                limits,
-                self.metrics,
-                clock,
-                public_url=settings.effective_public_url,
-                verify_ttl=settings.email_verify_ttl,
-                reset_ttl=settings.password_reset_ttl,
-            ),
+            mail=self.account_mail,
             limits=limits,
             email_verification=settings.email_verification,
         )
@@ -259,6 +261,8 @@ class Gatepass:
     async def close(self) -> None:
         """Send queued mail (briefly), then release the event bus, the database
         connections and the hashing threads."""
+        # Account mail work still running (look-ups, links) hands its mail over first.
+        await self.account_mail.settle()
         await self.mailer.close()
         await self.bus.close()
         await self.store.close()

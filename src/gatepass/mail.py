@@ -101,21 +101,24 @@ class _SmtpTarget:
         return f"_SmtpTarget({self.hostname}:{self.port}, tls={self.use_tls or self.start_tls})"
 
 
-class _PermanentFailure(Exception):
-    """Retrying cannot help (a 5xx reply, a refused certificate, a missing extension)."""
+class RefusedMail(ValueError):
+    """A recipient, subject or template name that could break the message's headers.
+
+    Its text never quotes the refused value (it may be an injection attempt), so
+    it is safe to log.
+    """
 
 
 def _check_address(to: str) -> str:
     if not _ADDRESS.fullmatch(to) or not to.isprintable():
-        # The value itself stays out of the message: it may be an injection attempt.
-        raise ValueError("the recipient must be one bare e-mail address")
+        raise RefusedMail("the recipient must be one bare e-mail address")
     return to
 
 
 def _check_header(name: str, value: str) -> str:
     if not value or not value.isprintable():
         # isprintable() is False for CR, LF and every other control character.
-        raise ValueError(f"the {name} must be one line of printable text")
+        raise RefusedMail(f"the {name} must be one line of printable text")
     return value
 
 
@@ -141,7 +144,7 @@ def _is_transient(exc: BaseException) -> bool:
         if isinstance(seen, ssl.SSLCertVerificationError):
             return False
         seen = seen.__cause__ or seen.__context__
-    if isinstance(exc, aiosmtplib.SMTPNotSupported | _PermanentFailure):
+    if isinstance(exc, aiosmtplib.SMTPNotSupported):
         return False
     return isinstance(exc, OSError | TimeoutError)
 
@@ -229,13 +232,13 @@ class Mailer:
     def render(self, to: str, template: str, context: Mapping[str, str]) -> EmailMessage:
         """The message ``template`` makes for ``to``: multipart/alternative text + HTML.
 
-        Raises ``ValueError`` for a recipient that is not one bare address or a
-        subject that is not one line (no header injection), and Jinja2's errors
-        for a broken or missing template or context key.
+        Raises :class:`RefusedMail` (a ``ValueError``) for a recipient that is not
+        one bare address or a subject that is not one line (no header injection),
+        and Jinja2's errors for a broken or missing template or context key.
         """
         _check_address(to)
         if not _TEMPLATE_NAME.fullmatch(template):
-            raise ValueError("a template name is lower-case letters, digits and _")
+            raise RefusedMail("a template name is lower-case letters, digits and _")
         values = {"public_url": self._public_url, "site": self._site, **context}
         subject = self._templates.get_template(f"{template}.subject.txt").render(values).strip()
         text = self._templates.get_template(f"{template}.txt").render(values)
@@ -265,6 +268,12 @@ class Mailer:
         label = template if _TEMPLATE_NAME.fullmatch(template) else "invalid"
         try:
             message = self.render(to, template, context)
+        except RefusedMail as exc:
+            self._failed(label, f"refused: {exc}")
+            return
+        except jinja2.TemplateNotFound as exc:
+            self._failed(label, f"TemplateNotFound {exc.name}")
+            return
         except jinja2.TemplateSyntaxError as exc:
             # Compile-time: the text is about the template file, never about a value.
             self._failed(label, f"TemplateSyntaxError {exc.name}:{exc.lineno} {exc.message}")
@@ -291,9 +300,7 @@ class Mailer:
     async def close(self) -> None:
         """Send what is queued (for at most :data:`CLOSE_TIMEOUT` seconds), then stop."""
         task, self._task = self._task, None
-        if task is None:
-            return
-        if not task.done():
+        if task is not None and not task.done():
             with contextlib.suppress(TimeoutError):
                 await self.drain(CLOSE_TIMEOUT)
             task.cancel()

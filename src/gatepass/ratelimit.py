@@ -198,6 +198,16 @@ class RequestLimits:
         """Count a mail-triggering request from ``ip``, or raise :class:`RateLimited`."""
         await self._count_ip("mail-ip", ip, self._mail_ip_limit, MAIL_WINDOW_SECONDS)
 
+    async def allow_mail_request(self, ip: str | None) -> bool:
+        """Count a mail a request causes as a side effect (a sign-in of an unverified
+        address); ``False``: over the mail IP limit, send nothing (the request is not
+        refused for it)."""
+        try:
+            await self.count_mail_request(ip)
+        except RateLimited:
+            return False
+        return True
+
     async def allow_mail_to(self, address: str) -> bool:
         """Count one mail to ``address`` (normalised); ``False``: over the limit, send
         nothing. The counter key is a digest: the counters never hold an address."""

@@ -539,7 +539,8 @@ def _check_embedded(setup: BlueprintSetupState) -> None:
 
 def gatepass_blueprint(name: str = "gatepass") -> Blueprint:
     """A blueprint serving gatepass's routes (``/auth/*``, ``/.well-known/jwks.json``,
-    ``/login``, ``/account`` and their static files) through the auth server's own
+    the pages ``/login``, ``/account``, ``/register``, ``/forgot-password``,
+    ``/reset-password``, ``/verify-email`` and their static files) through the auth server's own
     app, so they keep its HTTP contract exactly. Register it at the app's root, on
     an app whose extension is in embedded mode.
 
@@ -555,6 +556,10 @@ def gatepass_blueprint(name: str = "gatepass") -> Blueprint:
         "/.well-known/jwks.json": "jwks",
         "/login": "login_page",
         "/account": "account_page",
+        "/register": "register_page",
+        "/forgot-password": "forgot_password_page",
+        "/reset-password": "reset_password_page",
+        "/verify-email": "verify_email_page",
     }
     for path in sorted(Path(STATIC_DIR).iterdir()):
         if path.is_file():

@@ -226,9 +226,9 @@ class UserStore(Protocol):
         """Kill every token credential of the user, in one transaction: move the
         credential version and the token epoch (to ``now``), revoke every refresh
         family (on the feed), end the sessions kept with the users (if any), and set
-        ``password_hash`` when given: the user's password-reset links then die in
-        the same transaction (a reset link dies when the password changes by any
-        route).
+        ``password_hash`` when given. The user's pending e-mail change links die in
+        the same transaction, and with ``password_hash`` its password-reset links
+        too (a reset link dies when the password changes by any route).
 
         With ``credential_version``, only if it is still the user's (a password
         change: of two racing, one wins); else unconditionally (logout-all).
@@ -244,7 +244,8 @@ class UserStore(Protocol):
 
     async def change_email(self, user_id: str, new_email: str) -> UserRecord | None:
         """Move the user to ``new_email`` (verified: a link sent there was used) and
-        delete the user's verification and change links. Raise :class:`EmailTaken`
+        delete the user's verification, change and reset links (all sent for the
+        old address). Raise :class:`EmailTaken`
         when the address is another user's; ``None`` when the user is gone."""
         ...
 

@@ -183,9 +183,11 @@ links = Table(
     Index("ix_gatepass_account_links_user", "user_id", "purpose"),
     Index("ix_gatepass_account_links_expires", "expires_at"),
 )
-#: The purposes whose links an address change or verification makes pointless.
-_ADDRESS_LINK_PURPOSES = ("verify_email", "change_email")
+_CHANGE_LINK_PURPOSE = "change_email"
 _RESET_LINK_PURPOSE = "reset_password"
+#: What an address change leaves pointless or dangerous: links sent for the old
+#: address (a reset link there would let the old mailbox take the account back).
+_ADDRESS_LINK_PURPOSES = ("verify_email", _CHANGE_LINK_PURPOSE, _RESET_LINK_PURPOSE)
 
 #: A user's columns beside another table's (``_user(row, joined=True)`` reads them).
 _USER_COLUMNS = (
@@ -619,12 +621,14 @@ class SqlStore:
                 return None
             await conn.execute(delete(sessions).where(sessions.c.user_id == user_id))
             await _revoke_user_families(conn, user_id, now)
+            # A pending address change dies with the credentials that asked for it
+            # (it may be an intruder's); a password change kills reset links too.
+            dead = [_CHANGE_LINK_PURPOSE]
             if password_hash is not None:
-                await conn.execute(
-                    delete(links).where(
-                        links.c.user_id == user_id, links.c.purpose == _RESET_LINK_PURPOSE
-                    )
-                )
+                dead.append(_RESET_LINK_PURPOSE)
+            await conn.execute(
+                delete(links).where(links.c.user_id == user_id, links.c.purpose.in_(dead))
+            )
         return int(row.credential_version)
 
     async def mark_email_verified(self, user_id: str, email: str) -> UserRecord | None:

@@ -105,7 +105,10 @@ def gatepass_route(request: HttpRequest, route: str) -> HttpResponse:
 gatepass_route = csrf_exempt(gatepass_route)
 setattr(gatepass_route, BRIDGE_ATTRIBUTE, True)
 
-_ROUTES = r"auth/.*|\.well-known/jwks\.json|login|account|static/.*"
+_ROUTES = (
+    r"auth/.*|\.well-known/jwks\.json|login|account|static/.*"
+    r"|register|forgot-password|reset-password|verify-email"
+)
 
 app_name = "gatepass"
 urlpatterns: list[Any] = [
