@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import secrets
 import shutil
 import threading
 from collections.abc import Callable, Iterator
@@ -21,8 +22,10 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
+from gatepass.device_names import device_name
 from tests.conftest import PASSWORD
 from tests.e2e_support import RunningServer, running_server, unavailable
+from tests.smtp_server import SmtpServer, link_in
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -43,6 +46,7 @@ COOKIE = "gatepass_session"  # dev mode: no Secure, so no __Host- prefix
 EMAIL = "ada@example.com"
 OTHER_DEVICE = "e2e-other-device/1.0"
 TIMEOUT_MS = 15_000
+NEW_PASSWORD = "a brand new passphrase"
 
 
 @pytest.fixture(scope="module")
@@ -153,11 +157,11 @@ def login_other_device(client: httpx.Client, email: str = EMAIL) -> str:
     return client.cookies[COOKIE]
 
 
-def sign_in_with_form(page: Page, email: str = EMAIL) -> None:
+def sign_in_with_form(page: Page, email: str = EMAIL, password: str = PASSWORD) -> None:
     """Sign in the way a person does: the /login form, then the redirect to /account."""
     page.goto("/login")
     page.fill('#login-form input[name="email"]', email)
-    page.fill('#login-form input[name="password"]', PASSWORD)
+    page.fill('#login-form input[name="password"]', password)
     with page.expect_response(lambda r: r.url.endswith("/auth/login")) as posted:
         page.click('#login-form button[type="submit"]')
     assert posted.value.status == 303, f"{posted.value.status}: {page.content()}"
@@ -202,7 +206,10 @@ def assert_account_page_lists_this_device(page: Page) -> None:
     current = page.locator("#sessions tr.current")
     expect(current).to_have_count(1)
     expect(current).to_contain_text("(this device)")
-    expect(current).to_contain_text(page.evaluate("navigator.userAgent"))
+    # The device by name; the raw user agent only as the cell's tooltip.
+    agent = page.evaluate("navigator.userAgent")
+    expect(current).to_contain_text(device_name(agent))
+    expect(current.locator("td.device")).to_have_attribute("title", agent)
     expect(current).to_contain_text("127.0.0.1")
     # The current session has no "Sign out" button of its own in the list.
     expect(current.locator("button.end-session")).to_have_count(0)
@@ -372,3 +379,69 @@ def test_cross_site_form_post_cannot_sign_out_everywhere(
     tab.close()
     assert me_status(page) == 200
     assert other.get("/auth/me").status_code == 200
+
+
+@pytest.fixture
+def mail_server(tmp_path: Path, smtp_server: SmtpServer) -> Iterator[RunningServer]:
+    """A dev-mode server that sends its mail to the loopback SMTP server."""
+    env = {"GATEPASS_DEV": "1", "GATEPASS_SMTP_URL": smtp_server.url}
+    with ExitStack() as stack:
+        try:
+            started = stack.enter_context(running_server(tmp_path / "mail", env))
+        except OSError as exc:
+            unavailable(f"gatepass serve could not be run: {exc}")
+        yield started
+
+
+def test_sign_up_verify_sign_in_then_reset_the_password_from_the_mails(
+    browser: Browser, mail_server: RunningServer, smtp_server: SmtpServer
+) -> None:
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=TIMEOUT_MS)
+    email = f"ada-{secrets.token_hex(5)}@example.com"
+    context = browser.new_context(base_url=mail_server.url)
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        page.goto("/login")
+        page.click("#register-link")
+        page.wait_for_url("**/register")
+        page.fill('#register-form input[name="email"]', email)
+        page.fill('#register-form input[name="password"]', PASSWORD)
+        page.click('#register-form button[type="submit"]')
+        expect(page.locator("#register-sent")).to_contain_text(email)
+
+        verify_link = link_in(smtp_server.wait_for(email)[0])
+        page.goto(verify_link)
+        assert page.url == f"{mail_server.url}/verify-email"  # the token left the URL
+        page.click('#verify-form button[type="submit"]')
+        expect(page.locator("#verify-done")).to_contain_text(email)
+
+        sign_in_with_form(page, email)
+        expect(page.locator("#email-verified")).to_be_visible()
+        page.click("#logout")
+        page.wait_for_url("**/login")
+
+        page.click("#forgot-link")
+        page.wait_for_url("**/forgot-password")
+        page.fill('#forgot-form input[name="email"]', email)
+        page.click('#forgot-form button[type="submit"]')
+        expect(page.locator("#forgot-sent")).to_be_visible()
+
+        reset_link = link_in(smtp_server.wait_for(email, count=2)[1])
+        page.goto(reset_link)
+        assert page.url == f"{mail_server.url}/reset-password"
+        page.fill('#reset-form input[name="new_password"]', NEW_PASSWORD)
+        page.click('#reset-form button[type="submit"]')
+        expect(page.locator("#reset-done")).to_be_visible()
+        for link in (verify_link, reset_link):
+            assert link.partition("token=")[2] not in page.content()
+
+        sign_in_with_form(page, email, NEW_PASSWORD)
+        expect(page.locator("#account-email")).to_have_text(email)
+    finally:
+        context.close()
+    assert errors == [], f"uncaught errors in the page's JavaScript: {errors}"

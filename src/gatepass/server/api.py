@@ -10,12 +10,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from gatepass._compare import constant_time_equals
 from gatepass.authenticator import Identity
-from gatepass.csrf import CSRF_FORM_FIELD
 from gatepass.errors import (
     AuthenticationFailed,
-    CSRFFailed,
     Overloaded,
     RequestError,
     StoreUnavailable,
@@ -30,10 +27,8 @@ from gatepass.server.context import (
     enforce_origin,
     gatepass,
     ip_of,
-    login_csrf_cookie_name,
     presented_device_cookie,
     presented_session_cookie,
-    request_cookie,
     set_device_cookie,
     set_session_cookie,
     user_agent_of,
@@ -41,7 +36,7 @@ from gatepass.server.context import (
 from gatepass.server.problems import problem
 from gatepass.server.requests import is_form, read_fields, validate
 from gatepass.stores.base import UserRecord
-from gatepass.web import AmbiguousCookie, check_metrics_access
+from gatepass.web import check_metrics_access
 
 NO_STORE = {"Cache-Control": "no-store"}
 #: Where a successful sign-in from the HTML form lands.
@@ -126,20 +121,6 @@ async def register(request: Request) -> Response:
     return JSONResponse({"id": user.id, "email": user.email}, status_code=201, headers=NO_STORE)
 
 
-def _check_login_form_token(request: Request, fields: dict[str, Any]) -> None:
-    """HTML sign-in forms carry a double-submit token: the form field must equal the
-    cookie set with the form, so another site cannot sign a victim into its account."""
-    try:
-        expected = request_cookie(request, login_csrf_cookie_name(gatepass(request)))
-    except AmbiguousCookie:  # a second value may have been tossed in by a sibling domain
-        raise CSRFFailed("Missing or invalid CSRF token.") from None
-    presented = fields.get(CSRF_FORM_FIELD)
-    if not expected or not isinstance(presented, str):
-        raise CSRFFailed("Missing or invalid CSRF token.")
-    if not constant_time_equals(expected, presented):
-        raise CSRFFailed("Missing or invalid CSRF token.")
-
-
 async def login(request: Request) -> Response:
     form = is_form(request)
     try:
@@ -155,7 +136,7 @@ async def _login(request: Request, form: bool) -> Response:
     fields = await read_fields(request)
     enforce_origin(request)
     if form:
-        _check_login_form_token(request, fields)
+        pages.check_form_token(request, fields)
     body = validate(LoginIn, fields)
     user = await gp.accounts.verify_password_login(
         body.email, body.password, ip_of(request), device_cookie=presented_device_cookie(request)
@@ -176,9 +157,7 @@ async def _login(request: Request, form: bool) -> Response:
     )
     if form:
         response = RedirectResponse(ACCOUNT_PAGE, status_code=303, headers=NO_STORE)
-        response.delete_cookie(
-            login_csrf_cookie_name(gp), path="/", secure=gp.settings.cookie_secure
-        )
+        pages.clear_form_token(response, request)
     else:
         payload = {"user": user_json(user), "csrf_token": issued.record.csrf_token}
         response = JSONResponse(payload, headers=NO_STORE)

@@ -49,4 +49,43 @@
     });
     if (response.status === 204) window.location.reload();
   });
+
+  function done(message) {
+    status.textContent = message;
+    status.className = "ok";
+  }
+
+  const resend = document.getElementById("resend-verification");
+  if (resend) {
+    resend.addEventListener("click", async () => {
+      const email = document.getElementById("account-email").textContent;
+      if ((await call("POST", "/auth/email/resend", { email })).status === 202) {
+        done("We sent a new verification link to " + email + ".");
+      }
+    });
+  }
+
+  document.getElementById("email-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const form = event.target;
+    const newEmail = form.new_email.value;
+    const response = await call("POST", "/auth/email/change", {
+      new_email: newEmail,
+      current_password: form.current_password.value,
+    });
+    if (response.status === 202) {
+      form.reset();
+      done("Check the inbox of " + newEmail + ": your address changes when you open the link we sent there.");
+    }
+  });
+
+  document.getElementById("delete-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const form = event.target;
+    if (!form.confirm.checked) return;
+    const response = await call("DELETE", "/auth/account", {
+      current_password: form.current_password.value,
+    });
+    if (response.status === 204) window.location.assign("/login");
+  });
 })();
