@@ -297,7 +297,8 @@ def test_ending_another_session_removes_its_row_and_kills_its_cookie(
     assert other.get("/auth/me").status_code == 200
 
     page.reload()
-    row = page.locator("#sessions tbody tr", has_text=OTHER_DEVICE)
+    # The device cell names the device; its raw user agent is the cell's tooltip.
+    row = page.locator("#sessions tbody tr", has=page.locator(f'td[title="{OTHER_DEVICE}"]'))
     expect(row).to_have_count(1)
     expect(page.locator("#sessions tbody tr")).to_have_count(2)
     row.get_by_role("button", name="Sign out").click()
