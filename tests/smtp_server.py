@@ -30,13 +30,14 @@ import re
 import socket
 import ssl
 import threading
+import uuid
 from collections import defaultdict, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -269,6 +270,16 @@ def html_body(message: EmailMessage) -> str:
     return _part(message, "html")
 
 
+def own_address(name: str = "ada") -> str:
+    """An address no other test mails: the SMTP servers are shared by the session."""
+    return f"{name}-{uuid.uuid4().hex[:10]}@example.com"
+
+
+def link_token(message: EmailMessage) -> str:
+    """The token of the one link in ``message``'s text part."""
+    return parse_qs(urlsplit(link_in(message)).query)["token"][0]
+
+
 def link_in(message: EmailMessage) -> str:
     """The one http(s) link with ``token=`` in the text part."""
     links = set(_LINK.findall(text_body(message)))
@@ -358,3 +369,13 @@ def smtp_starttls_server(smtp_tls_cert: tuple[Path, Path]) -> Iterator[SmtpServe
     yield from _running(
         SmtpServer("starttls", cert=smtp_tls_cert, credentials=(USERNAME, PASSWORD))
     )
+
+
+@pytest.fixture
+def mail_client(make_client: Callable[..., Any], smtp_server: SmtpServer) -> Callable[..., Any]:
+    """``make_client`` (tests/conftest.py) for apps that send mail to ``smtp_server``."""
+
+    def make(**env: str) -> Any:
+        return make_client(smtp_url=smtp_server.url, **env)
+
+    return make

@@ -10,11 +10,8 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-import uuid
 from collections.abc import Callable
-from email.message import EmailMessage
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from starlette.testclient import TestClient
@@ -29,13 +26,9 @@ from tests.conftest import (
     token_login,
 )
 from tests.servers import Backend
-from tests.smtp_server import SmtpServer, link_in, text_body
+from tests.smtp_server import SmtpServer, link_in, link_token, own_address, text_body
 
 NEW_PASSWORD = "a brand new passphrase"
-
-
-def address(name: str = "ada") -> str:
-    return f"{name}-{uuid.uuid4().hex[:10]}@example.com"
 
 
 def wait_until(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
@@ -46,23 +39,6 @@ def wait_until(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
             return False
         time.sleep(0.02)
     return True
-
-
-def token_of(message: EmailMessage) -> str:
-    query = parse_qs(urlsplit(link_in(message)).query)
-    return query["token"][0]
-
-
-@pytest.fixture
-def mail_client(
-    make_client: Callable[..., TestClient], smtp_server: SmtpServer
-) -> Callable[..., TestClient]:
-    """A client of an app that sends its mail to the loopback SMTP server."""
-
-    def make(**env: str) -> TestClient:
-        return make_client(smtp_url=smtp_server.url, **env)
-
-    return make
 
 
 def register(client: TestClient, email: str, password: str = PASSWORD) -> Any:
@@ -86,18 +62,18 @@ def forgot(client: TestClient, email: str) -> Any:
 # verification ----------------------------------------------------------------
 
 
-def test_registration_mails_a_link_that_verifies_the_address(
+def test_registration_mails_a_link_that_verifies_the_own_address(
     mail_client: Callable[..., TestClient], smtp_server: SmtpServer
 ) -> None:
     client = mail_client()
-    email = address()
+    email = own_address()
     user = register(client, email)
     login(client, email)
     assert client.get("/auth/me").json()["email_verified"] is False
     (message,) = smtp_server.wait_for(email)
     assert message["To"] == email
     assert link_in(message).startswith(f"{BASE_URL}/verify-email?token=")
-    answer = verify(client, token_of(message))
+    answer = verify(client, link_token(message))
     assert answer.status_code == 200
     assert answer.json() == {"id": user["id"], "email": email, "email_verified": True}
     assert client.get("/auth/me").json()["email_verified"] is True
@@ -107,9 +83,9 @@ def test_a_used_verification_link_is_refused_the_second_time(
     mail_client: Callable[..., TestClient], smtp_server: SmtpServer
 ) -> None:
     client = mail_client()
-    email = address()
+    email = own_address()
     register(client, email)
-    token = token_of(smtp_server.wait_for(email)[0])
+    token = link_token(smtp_server.wait_for(email)[0])
     assert verify(client, token).status_code == 200
     second = verify(client, token)
     assert second.status_code == 400
@@ -120,9 +96,9 @@ def test_an_expired_verification_link_is_refused(
     mail_client: Callable[..., TestClient], smtp_server: SmtpServer, clock: FakeClock
 ) -> None:
     client = mail_client(email_verify_ttl="600")
-    email = address()
+    email = own_address()
     register(client, email)
-    token = token_of(smtp_server.wait_for(email)[0])
+    token = link_token(smtp_server.wait_for(email)[0])
     clock.advance(601)
     assert verify(client, token).status_code == 400
     login(client, email)
@@ -152,11 +128,11 @@ def test_a_verification_token_is_refused_for_a_reset_and_a_reset_token_for_verif
     mail_client: Callable[..., TestClient], smtp_server: SmtpServer
 ) -> None:
     client = mail_client()
-    email = address()
+    email = own_address()
     register(client, email)
-    verify_token = token_of(smtp_server.wait_for(email)[0])
+    verify_token = link_token(smtp_server.wait_for(email)[0])
     assert forgot(client, email).status_code == 202
-    reset_token = token_of(smtp_server.wait_for(email, 2)[1])
+    reset_token = link_token(smtp_server.wait_for(email, 2)[1])
     assert reset(client, verify_token).status_code == 400
     assert verify(client, reset_token).status_code == 400
     # Each still works for its own purpose: the refusals consumed nothing.
@@ -168,39 +144,39 @@ def test_resend_mails_a_new_link_and_the_older_one_still_works(
     mail_client: Callable[..., TestClient], smtp_server: SmtpServer
 ) -> None:
     client = mail_client()
-    email = address()
+    email = own_address()
     register(client, email)
     answer = client.post("/auth/email/resend", json={"email": email})
     assert answer.status_code == 202
     assert answer.json() == {"status": "sent_if_exists"}
     first, second = smtp_server.wait_for(email, 2)
-    assert token_of(first) != token_of(second)
-    assert verify(client, token_of(first)).status_code == 200
+    assert link_token(first) != link_token(second)
+    assert verify(client, link_token(first)).status_code == 200
     # Verified: the newer link has nothing left to do.
-    assert verify(client, token_of(second)).status_code == 400
+    assert verify(client, link_token(second)).status_code == 400
 
 
 def test_no_mail_and_no_verification_when_verification_is_off(
     mail_client: Callable[..., TestClient], smtp_server: SmtpServer
 ) -> None:
     client = mail_client(email_verification="none")
-    email = address()
+    email = own_address()
     register(client, email)
     assert client.post("/auth/email/resend", json={"email": email}).status_code == 202
     login(client, email)
     assert client.get("/auth/me").status_code == 200
-    forgot(client, address("probe"))  # something to wait for: nothing else arrives first
+    forgot(client, own_address("probe"))  # something to wait for: nothing else arrives first
     assert smtp_server.received_for(email) == []
 
 
 # mandatory verification ------------------------------------------------------
 
 
-def test_mandatory_sign_up_answers_the_same_for_a_new_and_a_taken_address(
+def test_mandatory_sign_up_answers_the_same_for_a_new_and_a_taken_own_address(
     mail_client: Callable[..., TestClient], smtp_server: SmtpServer
 ) -> None:
     client = mail_client(email_verification="mandatory")
-    email = address()
+    email = own_address()
     first = client.post("/auth/register", json={"email": email, "password": PASSWORD})
     again = client.post("/auth/register", json={"email": email, "password": "another passphrase"})
     assert first.status_code == again.status_code == 202
@@ -217,7 +193,7 @@ def test_mandatory_verification_refuses_an_unverified_password_login_of_every_cl
     mail_client: Callable[..., TestClient], smtp_server: SmtpServer
 ) -> None:
     client = mail_client(email_verification="mandatory")
-    email = address()
+    email = own_address()
     client.post("/auth/register", json={"email": email, "password": PASSWORD})
     smtp_server.wait_for(email)
     for kind in ("web", "mobile", "api"):
@@ -230,7 +206,7 @@ def test_mandatory_verification_refuses_an_unverified_password_login_of_every_cl
         assert "access_token" not in answer.text
     # Each refusal mailed a fresh link, within the per-address limit (3 per 900 s).
     mails = smtp_server.wait_for(email, 3)
-    assert verify(client, token_of(mails[-1])).status_code == 200
+    assert verify(client, link_token(mails[-1])).status_code == 200
     assert token_login(client, email)["token_type"] == "Bearer"
 
 
@@ -238,7 +214,7 @@ def test_a_wrong_password_for_an_unverified_address_is_the_usual_401(
     mail_client: Callable[..., TestClient], smtp_server: SmtpServer
 ) -> None:
     client = mail_client(email_verification="mandatory")
-    email = address()
+    email = own_address()
     client.post("/auth/register", json={"email": email, "password": PASSWORD})
     answer = client.post("/auth/login", json={"email": email, "password": "not the password"})
     assert answer.status_code == 401
@@ -252,14 +228,14 @@ def test_a_reset_from_the_mail_link_ends_every_credential_and_the_old_password(
     mail_client: Callable[..., TestClient], smtp_server: SmtpServer
 ) -> None:
     client = mail_client(email_verification="none")
-    email = address()
+    email = own_address()
     register(client, email)
     login(client, email)
     pair = token_login(client, email)
     assert forgot(client, email).json() == {"status": "sent_if_exists"}
     (message,) = smtp_server.wait_for(email)
     assert link_in(message).startswith(f"{BASE_URL}/reset-password?token=")
-    assert reset(client, token_of(message)).status_code == 204
+    assert reset(client, link_token(message)).status_code == 204
     assert client.get("/auth/me").status_code == 401  # the web session
     assert bearer_me_status(client, pair["access_token"]) == 401  # the access token
     refreshed = client.post("/auth/refresh", json={"refresh_token": pair["refresh_token"]})
@@ -267,21 +243,21 @@ def test_a_reset_from_the_mail_link_ends_every_credential_and_the_old_password(
     old = client.post("/auth/login", json={"email": email, "password": PASSWORD})
     assert old.status_code == 401
     login(client, email, NEW_PASSWORD)
-    assert reset(client, token_of(message)).status_code == 400  # single use
+    assert reset(client, link_token(message)).status_code == 400  # single use
 
 
 def test_a_reset_clears_the_lockout_of_the_account(
     mail_client: Callable[..., TestClient], smtp_server: SmtpServer
 ) -> None:
     client = mail_client(email_verification="none", login_max_failures="3")
-    email = address()
+    email = own_address()
     register(client, email)
     for _ in range(3):
         client.post("/auth/login", json={"email": email, "password": "guessing wrong"})
     locked = client.post("/auth/login", json={"email": email, "password": PASSWORD})
     assert locked.status_code == 429
     forgot(client, email)
-    assert reset(client, token_of(smtp_server.wait_for(email)[0])).status_code == 204
+    assert reset(client, link_token(smtp_server.wait_for(email)[0])).status_code == 204
     login(client, email, NEW_PASSWORD)
 
 
@@ -289,10 +265,10 @@ def test_a_refused_new_password_keeps_the_reset_link_valid(
     mail_client: Callable[..., TestClient], smtp_server: SmtpServer
 ) -> None:
     client = mail_client(email_verification="none")
-    email = address()
+    email = own_address()
     register(client, email)
     forgot(client, email)
-    token = token_of(smtp_server.wait_for(email)[0])
+    token = link_token(smtp_server.wait_for(email)[0])
     assert reset(client, token, "short").status_code == 422
     assert reset(client, token, "password").status_code == 422  # a common password
     assert client.post("/auth/password/reset", json={"token": token}).status_code == 422
@@ -303,10 +279,10 @@ def test_a_reset_link_dies_when_the_password_changes_by_another_route(
     mail_client: Callable[..., TestClient], smtp_server: SmtpServer
 ) -> None:
     client = mail_client(email_verification="none")
-    email = address()
+    email = own_address()
     register(client, email)
     forgot(client, email)
-    token = token_of(smtp_server.wait_for(email)[0])
+    token = link_token(smtp_server.wait_for(email)[0])
     csrf = login(client, email)
     changed = client.post(
         "/auth/password",
@@ -322,10 +298,10 @@ def test_an_expired_reset_link_is_refused(
     mail_client: Callable[..., TestClient], smtp_server: SmtpServer, clock: FakeClock
 ) -> None:
     client = mail_client(email_verification="none")
-    email = address()
+    email = own_address()
     register(client, email)
     forgot(client, email)
-    token = token_of(smtp_server.wait_for(email)[0])
+    token = link_token(smtp_server.wait_for(email)[0])
     clock.advance(1801)  # GATEPASS_PASSWORD_RESET_TTL defaults to 1800
     assert reset(client, token).status_code == 400
     login(client, email)
@@ -346,7 +322,7 @@ def test_an_email_change_completes_only_through_the_new_addresses_link(
     mail_client: Callable[..., TestClient], smtp_server: SmtpServer
 ) -> None:
     client = mail_client(email_verification="none")
-    old, new = address("old"), address("new")
+    old, new = own_address("old"), own_address("new")
     user = register(client, old)
     csrf = login(client, old)
     answer = change_email(client, csrf, new)
@@ -354,7 +330,7 @@ def test_an_email_change_completes_only_through_the_new_addresses_link(
     assert answer.json() == {"status": "verification_sent"}
     (message,) = smtp_server.wait_for(new)
     assert client.get("/auth/me").json()["email"] == old  # nothing moved yet
-    moved = verify(client, token_of(message))
+    moved = verify(client, link_token(message))
     assert moved.json() == {"id": user["id"], "email": new, "email_verified": True}
     assert client.get("/auth/me").json()["email"] == new
     (notice,) = smtp_server.wait_for(old)
@@ -369,7 +345,7 @@ def test_an_email_change_to_a_taken_address_answers_the_same_and_tells_its_owner
     mail_client: Callable[..., TestClient], smtp_server: SmtpServer
 ) -> None:
     client = mail_client(email_verification="none")
-    mine, theirs, free = address("mine"), address("theirs"), address("free")
+    mine, theirs, free = own_address("mine"), own_address("theirs"), own_address("free")
     register(client, mine)
     register(client, theirs)
     csrf = login(client, mine)
@@ -387,12 +363,12 @@ def test_an_email_change_needs_the_current_password_and_csrf(
     mail_client: Callable[..., TestClient],
 ) -> None:
     client = mail_client(email_verification="none")
-    email = address()
+    email = own_address()
     register(client, email)
     csrf = login(client, email)
-    assert change_email(client, csrf, address(), "wrong password").status_code == 401
+    assert change_email(client, csrf, own_address(), "wrong password").status_code == 401
     forged = client.post(
-        "/auth/email/change", json={"new_email": address(), "current_password": PASSWORD}
+        "/auth/email/change", json={"new_email": own_address(), "current_password": PASSWORD}
     )
     assert forged.status_code == 403
 
@@ -404,7 +380,7 @@ def test_deleting_the_account_kills_every_credential_at_once(
     mail_client: Callable[..., TestClient],
 ) -> None:
     client = mail_client(email_verification="none")
-    email = address()
+    email = own_address()
     register(client, email)
     web = mail_client(email_verification="none")
     login(web, email)
@@ -429,7 +405,7 @@ def test_deleting_the_account_needs_the_current_password(
     mail_client: Callable[..., TestClient],
 ) -> None:
     client = mail_client(email_verification="none")
-    email = address()
+    email = own_address()
     register(client, email)
     csrf = login(client, email)
     wrong = client.request(
@@ -462,9 +438,9 @@ def test_mail_routes_answer_the_same_for_known_and_unknown_addresses(
     mail_client: Callable[..., TestClient], path: str, field: str
 ) -> None:
     client = mail_client()
-    known = address()
+    known = own_address()
     register(client, known)
-    answers = [client.post(path, json={field: e}) for e in (known, address("nobody"))]
+    answers = [client.post(path, json={field: e}) for e in (known, own_address("nobody"))]
     assert answers[0].status_code == answers[1].status_code == 202
     assert answers[0].content == answers[1].content
     assert dict(answers[0].headers).keys() == dict(answers[1].headers).keys()
@@ -476,29 +452,29 @@ def test_sign_up_is_limited_per_client_ip_whatever_the_outcome(
     client = mail_client(
         register_ip_limit="3", email_verification="none", trusted_proxies="127.0.0.1"
     )
-    taken = address()
+    taken = own_address()
     register(client, taken)
     assert (
         client.post("/auth/register", json={"email": taken, "password": PASSWORD}).status_code
         == 409
     )
-    weak = client.post("/auth/register", json={"email": address(), "password": "short"})
+    weak = client.post("/auth/register", json={"email": own_address(), "password": "short"})
     assert weak.status_code == 422
-    refused = client.post("/auth/register", json={"email": address(), "password": PASSWORD})
+    refused = client.post("/auth/register", json={"email": own_address(), "password": PASSWORD})
     assert refused.status_code == 429
     assert int(refused.headers["Retry-After"]) > 0
     # Another client address has its own budget.
     elsewhere = mail_client(register_ip_limit="3", email_verification="none")
     assert elsewhere.post(
-        "/auth/register", json={"email": address(), "password": PASSWORD}
+        "/auth/register", json={"email": own_address(), "password": PASSWORD}
     ).status_code in (201, 429)
 
 
 def test_mail_requests_are_limited_per_client_ip(mail_client: Callable[..., TestClient]) -> None:
     client = mail_client(mail_ip_limit="2")
-    assert forgot(client, address()).status_code == 202
-    assert client.post("/auth/email/resend", json={"email": address()}).status_code == 202
-    refused = forgot(client, address())
+    assert forgot(client, own_address()).status_code == 202
+    assert client.post("/auth/email/resend", json={"email": own_address()}).status_code == 202
+    refused = forgot(client, own_address())
     assert refused.status_code == 429
     assert "Retry-After" in refused.headers
 
@@ -507,7 +483,7 @@ def test_mail_beyond_the_address_limit_is_silently_not_sent(
     mail_client: Callable[..., TestClient], smtp_server: SmtpServer
 ) -> None:
     client = mail_client(mail_address_limit="2", email_verification="none")
-    email = address()
+    email = own_address()
     register(client, email)
     answers = [forgot(client, email) for _ in range(4)]
     assert {a.status_code for a in answers} == {202}
@@ -516,7 +492,7 @@ def test_mail_beyond_the_address_limit_is_silently_not_sent(
     suppressed = 'gatepass_mails_total{result="suppressed",template="reset_password"} 2.0'
     assert wait_until(lambda: suppressed in client.get("/metrics").text)
     # Mail handed over after the suppressed ones: once it has arrived, they would have.
-    probe = address("probe")
+    probe = own_address("probe")
     register(client, probe)
     forgot(client, probe)
     smtp_server.wait_for(probe)
@@ -530,11 +506,11 @@ def test_no_link_token_reaches_a_log_line_a_response_or_the_metrics(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     client = mail_client()
-    email = address()
+    email = own_address()
     register(client, email)
     forgot(client, email)
     verify_mail, reset_mail = smtp_server.wait_for(email, 2)
-    tokens = [token_of(verify_mail), token_of(reset_mail)]
+    tokens = [link_token(verify_mail), link_token(reset_mail)]
     responses = [verify(client, tokens[0]), reset(client, tokens[1]), verify(client, tokens[0])]
     responses.append(client.get("/metrics"))
     for token in tokens:
@@ -552,11 +528,11 @@ def test_account_events_are_counted_in_metrics(
     mail_client: Callable[..., TestClient], smtp_server: SmtpServer
 ) -> None:
     client = mail_client()
-    email = address()
+    email = own_address()
     register(client, email)
-    verify(client, token_of(smtp_server.wait_for(email)[0]))
+    verify(client, link_token(smtp_server.wait_for(email)[0]))
     forgot(client, email)
-    reset(client, token_of(smtp_server.wait_for(email, 2)[1]))
+    reset(client, link_token(smtp_server.wait_for(email, 2)[1]))
     metrics = client.get("/metrics").text
     for event in ("email_verified", "password_reset_requested", "password_reset"):
         assert f'gatepass_account_events_total{{event="{event}"}} 1.0' in metrics
@@ -566,14 +542,14 @@ def test_an_intruders_pending_email_change_dies_when_the_owner_resets_the_passwo
     mail_client: Callable[..., TestClient], smtp_server: SmtpServer
 ) -> None:
     client = mail_client(email_verification="none")
-    owner, intruder = address("owner"), address("intruder")
+    owner, intruder = own_address("owner"), own_address("intruder")
     register(client, owner)
     csrf = login(client, owner)  # the intruder's stolen session, and the password
     assert change_email(client, csrf, intruder).status_code == 202
     (change_mail,) = smtp_server.wait_for(intruder)
     forgot(client, owner)
-    assert reset(client, token_of(smtp_server.wait_for(owner)[0])).status_code == 204
-    assert verify(client, token_of(change_mail)).status_code == 400
+    assert reset(client, link_token(smtp_server.wait_for(owner)[0])).status_code == 204
+    assert verify(client, link_token(change_mail)).status_code == 400
     login(client, owner, NEW_PASSWORD)
     assert client.get("/auth/me").json()["email"] == owner
 
@@ -582,14 +558,14 @@ def test_a_reset_link_for_the_old_address_dies_with_an_email_change(
     mail_client: Callable[..., TestClient], smtp_server: SmtpServer
 ) -> None:
     client = mail_client(email_verification="none")
-    old, new = address("old"), address("new")
+    old, new = own_address("old"), own_address("new")
     register(client, old)
     forgot(client, old)
     (reset_mail,) = smtp_server.wait_for(old)
     csrf = login(client, old)
     change_email(client, csrf, new)
-    assert verify(client, token_of(smtp_server.wait_for(new)[0])).status_code == 200
-    assert reset(client, token_of(reset_mail)).status_code == 400
+    assert verify(client, link_token(smtp_server.wait_for(new)[0])).status_code == 200
+    assert reset(client, link_token(reset_mail)).status_code == 400
 
 
 # every backend -----------------------------------------------------------------
@@ -601,12 +577,12 @@ def test_reset_and_deletion_end_every_credential_on_every_backend(
     """SQLite; PostgreSQL; PostgreSQL + Redis (sessions and counters there); and
     PostgreSQL + Redis Cluster."""
     client = make_client(smtp_url=smtp_server.url, email_verification="none", **backend.env())
-    email = address()
+    email = own_address()
     register(client, email)
     login(client, email)
     pair = token_login(client, email)
     forgot(client, email)
-    assert reset(client, token_of(smtp_server.wait_for(email)[0])).status_code == 204
+    assert reset(client, link_token(smtp_server.wait_for(email)[0])).status_code == 204
     assert client.get("/auth/me").status_code == 401
     assert bearer_me_status(client, pair["access_token"]) == 401
     csrf = login(client, email, NEW_PASSWORD)

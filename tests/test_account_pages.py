@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import html
 import re
-import uuid
 from collections.abc import Callable
-from email.message import EmailMessage
-from urllib.parse import parse_qs, urlsplit
 
 import httpx2
 import pytest
 from starlette.testclient import TestClient
 
 from tests.conftest import PASSWORD, FakeClock, login, register
-from tests.smtp_server import SmtpServer, link_in
+from tests.smtp_server import SmtpServer, link_in, link_token, own_address
 
 MakeClient = Callable[..., TestClient]
 
@@ -57,25 +54,6 @@ def submit(client: TestClient, path: str, **fields: str) -> httpx2.Response:
     page = client.get(path, follow_redirects=False)
     assert page.status_code == 200, page.text
     return post_form(client, path, {"csrf_token": form_token(page), **fields})
-
-
-def address(name: str = "ada") -> str:
-    # The SMTP server is shared by the session: each test mails addresses of its own.
-    return f"{name}-{uuid.uuid4().hex[:10]}@example.com"
-
-
-def token_of(message: EmailMessage) -> str:
-    return parse_qs(urlsplit(link_in(message)).query)["token"][0]
-
-
-@pytest.fixture
-def mail_client(make_client: MakeClient, smtp_server: SmtpServer) -> Callable[..., TestClient]:
-    """A client of an app that sends its mail to the loopback SMTP server."""
-
-    def make(**env: str) -> TestClient:
-        return make_client(smtp_url=smtp_server.url, **env)
-
-    return make
 
 
 class Recorder:
@@ -216,7 +194,7 @@ def test_sign_up_with_a_taken_address_is_409_under_optional(client: TestClient) 
     assert PASSWORD not in response.text
 
 
-def test_sign_up_under_mandatory_answers_alike_for_a_new_and_a_taken_address(
+def test_sign_up_under_mandatory_answers_alike_for_a_new_and_a_taken_own_address(
     make_client: MakeClient,
 ) -> None:
     client = make_client(email_verification="mandatory")
@@ -226,7 +204,7 @@ def test_sign_up_under_mandatory_answers_alike_for_a_new_and_a_taken_address(
     assert new.text == taken.text
 
 
-def test_sign_up_with_a_weak_password_shows_the_problem_and_keeps_the_address(
+def test_sign_up_with_a_weak_password_shows_the_problem_and_keeps_the_own_address(
     client: TestClient,
 ) -> None:
     response = submit(client, "/register", email="ada@example.com", password="short")
@@ -249,7 +227,7 @@ def test_sign_up_posts_over_the_ip_limit_are_429(make_client: MakeClient) -> Non
 # forgotten password ------------------------------------------------------------------------
 
 
-def test_forgot_password_answers_alike_for_a_known_and_an_unknown_address(
+def test_forgot_password_answers_alike_for_a_known_and_an_unknown_own_address(
     client: TestClient,
 ) -> None:
     register(client)
@@ -372,7 +350,7 @@ def test_sign_up_page_mail_link_verifies_the_address_through_the_confirm_button(
     mail_client: Callable[..., TestClient], smtp_server: SmtpServer
 ) -> None:
     client = mail_client()
-    email = address()
+    email = own_address()
     assert submit(client, "/register", email=email, password=PASSWORD).status_code == 200
     (message,) = smtp_server.wait_for(email)
     page = open_link(client, link_in(message))
@@ -391,7 +369,7 @@ def test_used_verification_link_shows_the_expired_page_the_second_time(
     mail_client: Callable[..., TestClient], smtp_server: SmtpServer
 ) -> None:
     client = mail_client()
-    email = address()
+    email = own_address()
     register(client, email)
     link = link_in(smtp_server.wait_for(email)[0])
     page = open_link(client, link)
@@ -405,7 +383,7 @@ def test_mail_scanner_prefetching_the_link_does_not_use_it(
     mail_client: Callable[..., TestClient], smtp_server: SmtpServer
 ) -> None:
     client = mail_client()
-    email = address()
+    email = own_address()
     register(client, email)
     link = link_in(smtp_server.wait_for(email)[0])
     for _ in range(3):  # a scanner's GETs, with and without its cookie
@@ -420,7 +398,7 @@ def test_reset_from_the_mail_link_sets_the_new_password_and_the_old_one_stops_wo
     mail_client: Callable[..., TestClient], smtp_server: SmtpServer
 ) -> None:
     client = mail_client(email_verification="none")
-    email = address()
+    email = own_address()
     register(client, email)
     assert "If an account exists" in submit(client, "/forgot-password", email=email).text
     (message,) = smtp_server.wait_for(email)
@@ -450,7 +428,7 @@ def test_link_tokens_never_appear_in_a_page_body_url_or_location(
 ) -> None:
     client = mail_client()
     record = Recorder()
-    email = address()
+    email = own_address()
     record(submit(client, "/register", email=email, password=PASSWORD))
     (verify_mail,) = smtp_server.wait_for(email)
     page = open_link(client, link_in(verify_mail), record)
@@ -466,16 +444,16 @@ def test_link_tokens_never_appear_in_a_page_body_url_or_location(
     record(post_form(client, "/reset-password", fields))
 
     for message in (verify_mail, reset_mail):
-        record.assert_never_shown(token_of(message))
+        record.assert_never_shown(link_token(message))
 
 
 def test_verification_token_is_refused_by_the_reset_page(
     mail_client: Callable[..., TestClient], smtp_server: SmtpServer
 ) -> None:
     client = mail_client()
-    email = address()
+    email = own_address()
     register(client, email)
-    token = token_of(smtp_server.wait_for(email)[0])
+    token = link_token(smtp_server.wait_for(email)[0])
     page = open_link(client, f"/reset-password?token={token}")
     assert "expired or was already used" in page.text
     # Forged straight into the reset page's cookie and posted: still refused.
@@ -495,10 +473,10 @@ def test_reset_token_is_refused_by_the_verification_page(
     mail_client: Callable[..., TestClient], smtp_server: SmtpServer
 ) -> None:
     client = mail_client(email_verification="none")
-    email = address()
+    email = own_address()
     register(client, email)
     submit(client, "/forgot-password", email=email)
-    token = token_of(smtp_server.wait_for(email)[0])
+    token = link_token(smtp_server.wait_for(email)[0])
     assert "expired or was already used" in open_link(client, f"/verify-email?token={token}").text
     client.cookies.set(VERIFY_COOKIE, token, path="/verify-email")
     csrf = form_token(client.get("/forgot-password"))
@@ -509,7 +487,7 @@ def test_expired_reset_link_shows_the_expired_page(
     mail_client: Callable[..., TestClient], smtp_server: SmtpServer, clock: FakeClock
 ) -> None:
     client = mail_client(email_verification="none", password_reset_ttl="600")
-    email = address()
+    email = own_address()
     register(client, email)
     submit(client, "/forgot-password", email=email)
     link = link_in(smtp_server.wait_for(email)[0])
@@ -527,7 +505,7 @@ def test_address_change_link_is_confirmed_on_the_verification_page(
     mail_client: Callable[..., TestClient], smtp_server: SmtpServer
 ) -> None:
     client = mail_client()
-    old, new = address("old"), address("new")
+    old, new = own_address("old"), own_address("new")
     register(client, old)
     csrf = login(client, old)
     response = client.post(
