@@ -26,6 +26,10 @@ logger = logging.getLogger("gatepass.mail")
 
 #: How long closing waits for account mail work still running.
 SETTLE_SECONDS = 10.0
+#: Work that depends on the address starts this long after the request handed it
+#: over: by then the answer has been written, so the work (a store write, rendering
+#: the mail) cannot delay it.
+DEFER_SECONDS = 0.05
 
 #: Template names (gatepass/mail_templates/; see docs/mail.md for their context).
 VERIFY_EMAIL = "verify_email"
@@ -89,6 +93,7 @@ class AccountMail:
 
     async def _quietly(self, work: Callable[[], Awaitable[object]], what: str) -> None:
         try:
+            await asyncio.sleep(DEFER_SECONDS)
             await work()
         except GatepassError as exc:  # a store outage: fixed text, no address
             logger.warning("%s not done: %s", what, type(exc).__name__)
