@@ -105,6 +105,12 @@ SMTP_SCHEMES = ("smtp", "smtp+starttls", "smtps")
 #: GATEPASS_MAIL_FROM: one bare address, no display name, no header-breaking characters.
 _MAIL_FROM = re.compile(r"[^@\s<>\",;]+@[^@\s<>\",;]+")
 
+#: GATEPASS_WEBAUTHN_RP_ID: a DNS name of dot-separated labels, at least one letter
+#: in the last (so never an IPv4 address).
+_RP_ID = re.compile(
+    r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*(?:[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?|xn--[a-z0-9-]+)"
+)
+
 #: A longer grace is a window for a stolen rotated token, not a retry.
 MAX_REFRESH_REUSE_GRACE = 300
 
@@ -188,6 +194,14 @@ class Settings(BaseSettings):
     mail_ip_limit: PositiveInt = 20
     #: Mails per address per 900 s; beyond it a mail is silently not sent.
     mail_address_limit: PositiveInt = 3
+    # --- second factors, passkeys, freshness (docs/factors.md) -------------------------
+    #: Seconds a login pending its second factor (an ``mfa_token``) lives.
+    mfa_token_ttl: PositiveInt = 300
+    #: Seconds a sign-in counts as fresh for factor, passkey, e-mail and deletion changes.
+    fresh_auth_max_age: PositiveInt = 300
+    #: WebAuthn relying-party ID (a domain); default: the public URL's host, or
+    #: ``localhost`` when that is a loopback address.
+    webauthn_rp_id: str | None = None
     # ----------------------------------------------------------------------------------
     #: Where the embedded default keeps its state. Not an environment setting.
     data_dir: Path = Field(default_factory=lambda: Path.cwd() / DATA_DIR_NAME, exclude=True)
@@ -295,6 +309,29 @@ class Settings(BaseSettings):
         if not _MAIL_FROM.fullmatch(value):
             raise ValueError("must be a plain address such as no-reply@example.com")
         return value
+
+    @field_validator("webauthn_rp_id")
+    @classmethod
+    def _webauthn_rp_id(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip().lower().rstrip(".")
+        if not _RP_ID.fullmatch(value):
+            raise ValueError("must be a domain name such as example.com (not an IP address)")
+        return value
+
+    @property
+    def effective_webauthn_rp_id(self) -> str:
+        """The WebAuthn RP ID: the setting, else the public URL's host (``localhost``
+        for a loopback address: WebAuthn refuses IP addresses)."""
+        if self.webauthn_rp_id is not None:
+            return self.webauthn_rp_id
+        host = urlsplit(self.effective_public_url).hostname or "localhost"
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return host
+        return "localhost"
 
     @property
     def effective_mail_from(self) -> str:

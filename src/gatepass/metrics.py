@@ -75,6 +75,14 @@ class Metrics:
             ["template", "result"],
             registry=self.registry,
         )
+        # --- second factors -----------------------------------------------------------
+        self.factor_events = Counter(
+            "gatepass_factor_events",
+            "Second-factor events by factor (totp, recovery_code, webauthn) and event "
+            "(added, removed, used, failed, regenerated).",
+            ["factor", "event"],
+            registry=self.registry,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -21,7 +21,6 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
-    MetaData,
     String,
     Table,
     Text,
@@ -63,9 +62,8 @@ from gatepass.stores.base import (
     SigningKeyRecord,
     UserRecord,
 )
+from gatepass.stores.sql_metadata import metadata as metadata
 from gatepass.stores.sqlite_writer import SqliteWriter
-
-metadata = MetaData()
 
 users = Table(
     "gatepass_users",
