@@ -162,6 +162,7 @@ class Gatepass:
             mail=self.account_mail,
             limits=limits,
             email_verification=settings.email_verification,
+            fresh_auth_max_age=settings.fresh_auth_max_age,
         )
 
     def __repr__(self) -> str:
