@@ -38,6 +38,7 @@ def test_package_exports_exactly_its_public_names() -> None:
         "ReauthenticationRequired",
         "RequestError",
         "RevocationsStale",
+        "SecondFactorRequired",
         "SessionManager",
         "Settings",
         "StoreError",

@@ -388,6 +388,24 @@ def test_drf_admin_role_is_allowed(api: APIClient, data_dir: Path) -> None:
     assert response.json() == {"admin": user_id}
 
 
+def test_drf_stale_sign_in_is_refused_where_a_fresh_one_is_required(
+    api: APIClient, clock: FakeClock
+) -> None:
+    user_id = register(api)
+    api.credentials(**bearer(token(api)))
+    assert api.get("/api/fresh").json() == {"fresh": user_id}
+    clock.advance(301)
+    body = assert_problem(api.get("/api/fresh"), 403)
+    assert body["code"] == "reauthentication_required"
+
+
+def test_drf_password_alone_fails_a_second_factor_requirement(api: APIClient) -> None:
+    register(api)
+    api.credentials(**bearer(token(api)))
+    body = assert_problem(api.get("/api/two-factor"), 403)
+    assert body["code"] == "second_factor_required"
+
+
 def test_drf_role_check_without_credentials_is_401(api: APIClient) -> None:
     assert_problem(api.get("/api/admin"), 401)
 

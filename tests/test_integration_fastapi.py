@@ -20,6 +20,7 @@ from starlette.testclient import TestClient
 from gatepass.authenticator import Identity
 from gatepass.config import Settings
 from gatepass.core import Gatepass
+from gatepass.freshness import SignInProof
 from gatepass.integrations.fastapi import (
     BEARER_SCHEME,
     COOKIE_SCHEME,
@@ -28,7 +29,9 @@ from gatepass.integrations.fastapi import (
     gatepass_lifespan,
     install,
     optional_identity,
+    require_fresh_sign_in,
     require_roles,
+    require_second_factor,
 )
 from gatepass.passwords import PasswordHasher
 from tests.conftest import BASE_URL, ORIGIN, PASSWORD, FakeClock
@@ -41,6 +44,8 @@ PREFIX = "/api"
 Caller = Annotated[Identity, Depends(current_identity)]
 MaybeCaller = Annotated[Identity | None, Depends(optional_identity)]
 Admin = Annotated[Identity, Depends(require_roles("admin"))]
+Fresh = Annotated[Identity, Depends(require_fresh_sign_in(300))]
+TwoFactor = Annotated[Identity, Depends(require_second_factor())]
 
 
 @pytest.fixture
@@ -74,6 +79,14 @@ def build_app() -> FastAPI:
     @app.get("/admin")
     async def admin(identity: Admin) -> dict[str, Any]:
         return {"admin": identity.user_id}
+
+    @app.get("/fresh")
+    async def fresh(identity: Fresh) -> dict[str, Any]:
+        return {"fresh": identity.user_id}
+
+    @app.get("/two-factor")
+    async def two_factor(identity: TwoFactor) -> dict[str, Any]:
+        return {"two_factor": identity.user_id}
 
     return app
 
@@ -303,6 +316,47 @@ async def test_bearer_post_needs_no_csrf_token(host: Host) -> None:
     token = (await host.token())["access_token"]
     response = await host.http.post("/notes", headers=bearer(token))
     assert response.json() == {"saved": True, "method": "bearer"}
+
+
+# sign-in requirements ---------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_stale_sign_in_is_refused_where_a_fresh_one_is_required(
+    host: Host, clock: FakeClock
+) -> None:
+    await host.register()
+    pair = await host.token()
+    assert (await host.http.get("/fresh", headers=bearer(pair["access_token"]))).status_code == 200
+    cookie, _ = await host.web_login()
+    clock.advance(301)
+    for headers in (bearer(pair["access_token"]), cookie_header(cookie)):
+        stale = await host.http.get("/fresh", headers=headers)
+        assert_problem(stale, 403)
+        assert stale.json()["code"] == "reauthentication_required"
+    assert_problem(await host.http.get("/fresh"), 401)
+
+
+@pytest.mark.anyio
+async def test_a_password_alone_does_not_pass_a_second_factor_requirement(
+    host: Host, clock: FakeClock
+) -> None:
+    user_id = await host.register()
+    cookie, _ = await host.web_login()
+    refused = await host.http.get("/two-factor", headers=cookie_header(cookie))
+    assert_problem(refused, 403)
+    assert refused.json()["code"] == "second_factor_required"
+    user = await host.gp.store.get_user(user_id)
+    assert user is not None
+    two = await host.gp.accounts.start_web_session(
+        user,
+        presented_cookie=None,
+        ip=None,
+        user_agent=None,
+        proof=SignInProof.now(clock(), "pwd", "otp"),
+    )
+    passed = await host.http.get("/two-factor", headers=cookie_header(two.cookie_value))
+    assert passed.json() == {"two_factor": user_id}
 
 
 # the router under a prefix --------------------------------------------------------

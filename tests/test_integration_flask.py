@@ -34,10 +34,12 @@ from gatepass.integrations.flask import (
     FlaskGatepass,
     client_address,
     current_identity,
+    fresh_login_required,
     gatepass_blueprint,
     get_identity,
     login_required,
     roles_required,
+    second_factor_required,
     settings_from_config,
 )
 from gatepass.passwords import PasswordHasher
@@ -93,6 +95,16 @@ def build_host(ext: FlaskGatepass) -> Flask:
     @roles_required("admin")
     def admin() -> Any:
         return jsonify(ok=True)
+
+    @app.get("/fresh")
+    @fresh_login_required(300)
+    def fresh() -> Any:
+        return jsonify(fresh=current_identity.user_id)
+
+    @app.get("/two-factor")
+    @second_factor_required
+    def two_factor() -> Any:
+        return jsonify(two_factor=current_identity.user_id)
 
     @app.post("/notes")
     @login_required
@@ -379,6 +391,28 @@ def test_plain_user_on_an_admin_route_is_403_not_401(host: Host) -> None:
     assert "WWW-Authenticate" not in response.headers
 
 
+def test_a_stale_sign_in_is_refused_where_a_fresh_one_is_required(
+    host: Host, clock: FakeClock
+) -> None:
+    client = host.client()
+    register(client)
+    token = token_login(client)["access_token"]
+    assert body(host.client().get("/fresh", headers=bearer(token)))["fresh"]
+    clock.advance(301)
+    stale = host.client().get("/fresh", headers=bearer(token))
+    assert_problem(stale, 403)
+    assert stale.get_json()["code"] == "reauthentication_required"
+
+
+def test_a_password_alone_fails_a_second_factor_requirement(host: Host) -> None:
+    client = host.client()
+    register(client)
+    token = token_login(client)["access_token"]
+    refused = host.client().get("/two-factor", headers=bearer(token))
+    assert_problem(refused, 403)
+    assert refused.get_json()["code"] == "second_factor_required"
+
+
 def test_anonymous_caller_on_an_admin_route_is_401_not_403(host: Host) -> None:
     assert_unauthorized(host.client().get("/admin"), token_sent=False)
 
@@ -587,10 +621,12 @@ def test_flask_adapter_exports_exactly_its_public_names() -> None:
         "TokenVerifier",
         "client_address",
         "current_identity",
+        "fresh_login_required",
         "gatepass_blueprint",
         "get_identity",
         "login_required",
         "roles_required",
+        "second_factor_required",
         "settings_from_config",
     ]
     assert all(hasattr(adapter, name) for name in adapter.__all__)

@@ -26,7 +26,8 @@ and the HTTP layer never copies them into a response body.
         ├── PermissionDenied         authenticated, but the request is not allowed (403)
         │   ├── CSRFFailed           missing or wrong CSRF token, foreign Origin (403)
         │   ├── EmailNotVerified     sign-in of an unverified address under mandatory verification
-        │   └── ReauthenticationRequired  the sign-in is not fresh enough for this change
+        │   ├── ReauthenticationRequired  the sign-in is not fresh enough for this change
+        │   └── SecondFactorRequired the route needs a sign-in with a second factor
         ├── InvalidLink              not a live mail-link token for this purpose (400)
         ├── NotFound                 no such resource for this caller (404)
         ├── Conflict                 e.g. an email already registered (409)
@@ -225,6 +226,15 @@ class ReauthenticationRequired(PermissionDenied):
 
     def __init__(self, detail: str | None = None) -> None:
         super().__init__(detail or "Sign in again to do this.")
+
+
+class SecondFactorRequired(PermissionDenied):
+    """The route needs a sign-in made with a second factor, and this one was not."""
+
+    code = "second_factor_required"
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail or "Sign in with a second factor to do this.")
 
 
 class InvalidLink(RequestError):

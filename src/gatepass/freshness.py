@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from gatepass.errors import ReauthenticationRequired
+from gatepass.errors import ReauthenticationRequired, SecondFactorRequired
 
 #: RFC 8176 authentication method reference values gatepass records.
 PWD = "pwd"  # noqa: S105 - a method name: a password was used
@@ -25,6 +25,8 @@ MFA = "mfa"  # more than one factor
 #: short lower-case words); anything else is dropped, never trusted.
 _AMR_VALUE = re.compile(r"[a-z]{2,16}")
 MAX_AMR_VALUES = 8
+#: How far ahead of this node's clock another node's ``auth_time`` may be.
+CLOCK_SKEW_SECONDS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,11 +67,31 @@ def parse_amr(values: object) -> tuple[str, ...]:
 
 
 def is_fresh(auth_time: float, now: float, max_age: float) -> bool:
-    """Whether a sign-in at ``auth_time`` is within ``max_age`` seconds of ``now``."""
-    return auth_time > 0 and now - auth_time <= max_age
+    """Whether a sign-in at ``auth_time`` is within ``max_age`` seconds of ``now``
+    (a sign-in "in the future" is not: only a wrong clock or a forgery makes one)."""
+    age = now - auth_time
+    return auth_time > 0 and -CLOCK_SKEW_SECONDS <= age <= max_age
 
 
 def require_fresh(auth_time: float, now: float, max_age: float) -> None:
     """Raise :class:`ReauthenticationRequired` (403) unless the sign-in is fresh."""
     if not is_fresh(auth_time, now, max_age):
         raise ReauthenticationRequired()
+
+
+def check_sign_in(
+    auth_time: float,
+    amr: tuple[str, ...] | list[str],
+    now: float,
+    *,
+    max_age: float | None = None,
+    second_factor: bool = False,
+) -> None:
+    """The adapters' sign-in requirements, one rule for all: with ``second_factor``
+    the sign-in must have used two factors (``mfa`` in ``amr``, else
+    :class:`SecondFactorRequired`); with ``max_age`` it must be at most that many
+    seconds old (else :class:`ReauthenticationRequired`). Both are 403."""
+    if second_factor and MFA not in amr:
+        raise SecondFactorRequired()
+    if max_age is not None:
+        require_fresh(auth_time, now, max_age)

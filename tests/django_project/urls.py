@@ -13,4 +13,6 @@ urlpatterns = [
     path("django-session/notes", views.django_session_notes),
     path("api/me", views.Me.as_view()),
     path("api/admin", views.Admin.as_view()),
+    path("api/fresh", views.Fresh.as_view()),
+    path("api/two-factor", views.TwoFactor.as_view()),
 ]

@@ -11,7 +11,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from gatepass.integrations.django.drf import roles_required
+from gatepass.integrations.django.drf import (
+    SecondFactorRequired,
+    fresh_sign_in_required,
+    roles_required,
+)
 
 
 def _who(request: HttpRequest) -> dict[str, Any]:
@@ -68,3 +72,17 @@ class Admin(APIView):
 
     def get(self, request: Request) -> Response:
         return Response({"admin": request.user.pk})
+
+
+class Fresh(APIView):
+    permission_classes: ClassVar[list[type[Any]]] = [IsAuthenticated, fresh_sign_in_required(300)]
+
+    def get(self, request: Request) -> Response:
+        return Response({"fresh": request.user.pk})
+
+
+class TwoFactor(APIView):
+    permission_classes: ClassVar[list[type[Any]]] = [IsAuthenticated, SecondFactorRequired]
+
+    def get(self, request: Request) -> Response:
+        return Response({"two_factor": request.user.pk})

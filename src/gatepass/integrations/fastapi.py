@@ -36,6 +36,7 @@ from gatepass.authenticator import Identity
 from gatepass.config import Settings
 from gatepass.csrf import CSRF_FORM_FIELD
 from gatepass.errors import AuthenticationFailed, GatepassError, PermissionDenied
+from gatepass.integrations._principal import check_principal
 from gatepass.integrations.asgi import (
     GatepassLifespan,
     GatepassUser,
@@ -190,6 +191,25 @@ class GatepassSecurity:
 
         return with_roles
 
+    def require_sign_in(
+        self, *, max_age: int | None = None, second_factor: bool = False
+    ) -> Callable[..., Awaitable[Identity]]:
+        """The caller, whose sign-in is at most ``max_age`` seconds old (else 403
+        ``reauthentication_required``) and, with ``second_factor``, used two factors
+        (else 403 ``second_factor_required``); 401 anonymous."""
+        if max_age is None and not second_factor:
+            raise TypeError("require_sign_in needs max_age or second_factor")
+        current = self.current_identity
+
+        async def checked(
+            request: Request, identity: Annotated[Identity, Depends(current)]
+        ) -> Identity:
+            now = gatepass_of(request.app).clock()
+            check_principal(identity, now, max_age=max_age, second_factor=second_factor)
+            return identity
+
+        return checked
+
 
 _default = GatepassSecurity()
 #: Dependencies of the default (secure cookie name) :class:`GatepassSecurity`.
@@ -202,6 +222,17 @@ def require_roles(*roles: str) -> Callable[..., Awaitable[Identity]]:
     return _default.require_roles(*roles)
 
 
+def require_fresh_sign_in(max_age: int) -> Callable[..., Awaitable[Identity]]:
+    """``Depends(require_fresh_sign_in(300))``: the caller, signed in (or
+    reauthenticated) within ``max_age`` seconds."""
+    return _default.require_sign_in(max_age=max_age)
+
+
+def require_second_factor() -> Callable[..., Awaitable[Identity]]:
+    """``Depends(require_second_factor())``: the caller, signed in with two factors."""
+    return _default.require_sign_in(second_factor=True)
+
+
 __all__ = [
     "BEARER_SCHEME",
     "COOKIE_SCHEME",
@@ -212,5 +243,7 @@ __all__ = [
     "gatepass_lifespan",
     "install",
     "optional_identity",
+    "require_fresh_sign_in",
     "require_roles",
+    "require_second_factor",
 ]

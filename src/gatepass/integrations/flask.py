@@ -55,6 +55,7 @@ from gatepass.errors import (
 )
 from gatepass.integrations._bridge import MAX_BRIDGED_BODY, BridgedRequest, call_asgi
 from gatepass.integrations._principal import Principal as Principal
+from gatepass.integrations._principal import check_principal
 from gatepass.integrations._sync import LoopThread
 from gatepass.web import (
     PROBLEM_MEDIA_TYPE,
@@ -83,10 +84,12 @@ __all__ = [
     "TokenVerifier",
     "client_address",
     "current_identity",
+    "fresh_login_required",
     "gatepass_blueprint",
     "get_identity",
     "login_required",
     "roles_required",
+    "second_factor_required",
     "settings_from_config",
 ]
 
@@ -480,28 +483,42 @@ def client_address() -> str | None:
     return client_ip(request.remote_addr, request.headers.getlist("X-Forwarded-For"), proxies)
 
 
-def _require(roles: Collection[str]) -> Principal:
+@dataclass(frozen=True, slots=True)
+class _Requirement:
+    """What a guarded view asks of its caller."""
+
+    roles: Collection[str] = ()
+    max_age: float | None = None
+    second_factor: bool = False
+
+
+def _require(need: _Requirement) -> Principal:
     principal = get_identity()
     if principal is None:
         raise AuthenticationFailed()
-    if roles and not set(roles) <= set(principal.roles):
+    if need.roles and not set(need.roles) <= set(principal.roles):
         raise PermissionDenied("A required role is missing.")
+    if need.max_age is not None or need.second_factor:
+        state = _state(current_app)
+        # The embedded instance's clock (tests inject one); a resource server's own.
+        now = state.clock() if isinstance(state, _Embedded) else time.time()
+        check_principal(principal, now, max_age=need.max_age, second_factor=need.second_factor)
     return principal
 
 
-def _guard(view: F, roles: Collection[str]) -> F:
+def _guard(view: F, need: _Requirement) -> F:
     if inspect.iscoroutinefunction(view):
 
         @functools.wraps(view)
         async def guarded_async(*args: Any, **kwargs: Any) -> Any:
-            _require(roles)
+            _require(need)
             return await view(*args, **kwargs)
 
         return cast(F, guarded_async)
 
     @functools.wraps(view)
     def guarded(*args: Any, **kwargs: Any) -> Any:
-        _require(roles)
+        _require(need)
         return view(*args, **kwargs)
 
     return cast(F, guarded)
@@ -509,7 +526,7 @@ def _guard(view: F, roles: Collection[str]) -> F:
 
 def login_required(view: F) -> F:
     """The view runs only for an authenticated caller; 401 otherwise."""
-    return _guard(view, ())
+    return _guard(view, _Requirement())
 
 
 def roles_required(*roles: str) -> Callable[[F], F]:
@@ -519,9 +536,26 @@ def roles_required(*roles: str) -> Callable[[F], F]:
         raise TypeError("roles_required needs at least one role")
 
     def decorate(view: F) -> F:
-        return _guard(view, frozenset(roles))
+        return _guard(view, _Requirement(roles=frozenset(roles)))
 
     return decorate
+
+
+def fresh_login_required(max_age: float) -> Callable[[F], F]:
+    """The view runs only for a caller who signed in (or reauthenticated) within
+    ``max_age`` seconds: 401 without a credential, 403 ``reauthentication_required``
+    with an older sign-in."""
+
+    def decorate(view: F) -> F:
+        return _guard(view, _Requirement(max_age=max_age))
+
+    return decorate
+
+
+def second_factor_required(view: F) -> F:
+    """The view runs only for a caller who signed in with two factors: 401 without a
+    credential, 403 ``second_factor_required`` otherwise."""
+    return _guard(view, _Requirement(second_factor=True))
 
 
 # the routes -------------------------------------------------------------------------

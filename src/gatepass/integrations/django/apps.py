@@ -5,6 +5,7 @@ instance rather than in a module global."""
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from django.apps import AppConfig, apps  # type: ignore[import-untyped]
@@ -52,6 +53,12 @@ class GatepassAppConfig(AppConfig):  # type: ignore[misc]
                 self._options = options
                 self._runtime = make_runtime(options)
             return self._runtime
+
+    def now(self) -> float:
+        """The time by the configured ``CLOCK`` (tests inject one), else the system's."""
+        options = self._options or read_options(getattr(settings, SETTING_NAME, None))
+        clock = getattr(options, "clock", None)  # a resource server has none
+        return clock() if clock is not None else time.time()
 
     def reset(self) -> None:
         """Close the runtime; the next request builds one from the current settings."""

@@ -37,7 +37,8 @@ from rest_framework.authentication import BaseAuthentication  # type: ignore[imp
 from rest_framework.permissions import BasePermission  # type: ignore[import-untyped]
 from rest_framework.response import Response  # type: ignore[import-untyped]
 
-from gatepass.errors import AuthenticationFailed, GatepassError
+from gatepass.errors import AuthenticationFailed, GatepassError, PermissionDenied
+from gatepass.integrations._principal import check_principal
 from gatepass.integrations.django._runtime import Principal, authenticate_request
 from gatepass.integrations.django.apps import app_config
 from gatepass.integrations.django.middleware import CHECKED_ATTRIBUTE
@@ -154,6 +155,43 @@ def roles_required(*roles: str) -> type[HasRoles]:
     return type(name, (HasRoles,), {"required_roles": tuple(roles)})
 
 
+class SignInRequirement(BasePermission):  # type: ignore[misc]
+    """Allows a gatepass-authenticated caller whose sign-in is at most ``max_age``
+    seconds old and, with ``second_factor``, used two factors; 403 problem+json with
+    ``code`` ``reauthentication_required`` / ``second_factor_required`` otherwise.
+    Use :func:`fresh_sign_in_required` or :data:`SecondFactorRequired`."""
+
+    max_age: ClassVar[float | None] = None
+    second_factor: ClassVar[bool] = False
+
+    def has_permission(self, request: Any, view: Any) -> bool:
+        user = request.user
+        if not isinstance(user, GatepassUser):
+            return False
+        try:
+            check_principal(
+                user.principal,
+                app_config().now(),
+                max_age=self.max_age,
+                second_factor=self.second_factor,
+            )
+        except PermissionDenied as exc:
+            raise _as_api_exception(exc) from None
+        return True
+
+
+def fresh_sign_in_required(max_age: float) -> type[SignInRequirement]:
+    """A permission class requiring a sign-in within ``max_age`` seconds."""
+    if max_age <= 0:
+        raise ValueError("max_age must be positive")
+    name = f"FreshSignIn_{int(max_age)}"
+    return type(name, (SignInRequirement,), {"max_age": float(max_age)})
+
+
+#: A permission class requiring a sign-in made with two factors.
+SecondFactorRequired = type("SecondFactorRequired", (SignInRequirement,), {"second_factor": True})
+
+
 def _problem(status: int, detail: str, headers: dict[str, str]) -> Response:
     response = Response(
         problem_body(status, detail),
@@ -170,9 +208,16 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     bad credential) and 403 (permission denied) as problem+json with fixed text and
     the right challenge; everything else as DRF's own handler answers it."""
     if isinstance(exc, GatepassAuthenticationFailed | GatepassProblem):
+        # gatepass's own document (its code, its field problems), as the server sends it.
         problem = exc.problem
-        headers = dict(problem.headers)
-        return _problem(problem.status, str(problem.body["detail"]), headers)
+        response = Response(
+            dict(problem.body),
+            status=problem.status,
+            headers=dict(problem.headers),
+            content_type=PROBLEM_MEDIA_TYPE,
+        )
+        response["Cache-Control"] = "no-store"
+        return response
     if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
         headers = {}
         challenge = getattr(exc, "auth_header", None)
@@ -199,6 +244,9 @@ __all__: Sequence[str] = (
     "GatepassAuthentication",
     "GatepassUser",
     "HasRoles",
+    "SecondFactorRequired",
+    "SignInRequirement",
     "exception_handler",
+    "fresh_sign_in_required",
     "roles_required",
 )
