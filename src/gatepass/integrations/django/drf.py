@@ -210,14 +210,14 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, GatepassAuthenticationFailed | GatepassProblem):
         # gatepass's own document (its code, its field problems), as the server sends it.
         problem = exc.problem
-        response = Response(
+        document = Response(
             dict(problem.body),
             status=problem.status,
             headers=dict(problem.headers),
             content_type=PROBLEM_MEDIA_TYPE,
         )
-        response["Cache-Control"] = "no-store"
-        return response
+        document["Cache-Control"] = "no-store"
+        return document
     if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
         headers = {}
         challenge = getattr(exc, "auth_header", None)
