@@ -24,6 +24,7 @@ from gatepass.stores.base import (
     EmailTaken,
     FamilyRecord,
     LinkRecord,
+    PendingSignInRecord,
     RotationStatus,
     SessionLimit,
     SessionRecord,
@@ -513,3 +514,52 @@ async def test_a_family_keeps_its_sign_in_proof_through_rotation_and_renewal(
     assert await store.renew_family_proof(family.id, user.id, renewed)
     (listed,) = await store.list_families(user.id, clock())
     assert (listed.auth_time, listed.amr) == (renewed.auth_time, renewed.amr)
+
+
+# sign-ins pending a second factor -------------------------------------------------
+
+
+def new_pending(user: UserRecord, clock: FakeClock) -> PendingSignInRecord:
+    return PendingSignInRecord(
+        token_hash=hashlib.sha256(secrets.token_bytes(32)).hexdigest(),
+        user_id=user.id,
+        client="mobile",
+        credential_version=user.credential_version,
+        auth_time=clock(),
+        amr=("pwd",),
+        created_at=clock(),
+        expires_at=clock() + 300,
+    )
+
+
+async def test_of_concurrent_finishes_of_one_pending_sign_in_exactly_one_gets_it(
+    store: Store, clock: FakeClock
+) -> None:
+    user = await new_user(store, clock)
+    pending = new_pending(user, clock)
+    await store.create_pending_sign_in(pending)
+    assert await store.get_pending_sign_in(pending.token_hash, clock()) == pending
+    results = await asyncio.gather(
+        *(store.consume_pending_sign_in(pending.token_hash, clock()) for _ in range(10))
+    )
+    assert [r for r in results if r is not None] == [pending]
+
+
+async def test_a_pending_sign_in_dies_at_its_failure_limit_or_its_expiry(
+    store: Store, clock: FakeClock
+) -> None:
+    user = await new_user(store, clock)
+    pending = new_pending(user, clock)
+    await store.create_pending_sign_in(pending)
+    for _ in range(4):
+        assert not await store.fail_pending_sign_in(pending.token_hash, max_failures=5)
+    found = await store.get_pending_sign_in(pending.token_hash, clock())
+    assert found is not None
+    assert found.failures == 4
+    assert await store.fail_pending_sign_in(pending.token_hash, max_failures=5)
+    assert await store.get_pending_sign_in(pending.token_hash, clock()) is None
+    late = new_pending(user, clock)
+    await store.create_pending_sign_in(late)
+    clock.advance(300)
+    assert await store.consume_pending_sign_in(late.token_hash, clock()) is None
+    assert await store.prune_expired(clock(), session_idle=IDLE, session_absolute=ABSOLUTE) >= 1

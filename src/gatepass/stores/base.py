@@ -73,6 +73,28 @@ class LinkRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class PendingSignInRecord:
+    """A sign-in whose password was right, waiting for its second factor. Known by
+    the SHA-256 of its ``mfa_token``; it grants ``client`` (web, mobile, api) what
+    a sign-in grants once finished, if the user's ``credential_version`` has not
+    moved meanwhile."""
+
+    token_hash: str
+    user_id: str
+    client: str
+    credential_version: int
+    #: The first factor's proof (the password step).
+    auth_time: float
+    amr: tuple[str, ...]
+    created_at: float
+    expires_at: float
+    failures: int = 0
+
+    def __repr__(self) -> str:
+        return f"PendingSignInRecord(user_id={self.user_id!r}, client={self.client!r})"
+
+
+@dataclass(frozen=True, slots=True)
 class SessionRecord:
     """A stored browser session. ``id_hash`` is SHA-256 of the secret ID, never the
     ID; its first :data:`SLOT_TAG_LENGTH` characters are the user's :func:`slot_tag`
@@ -285,6 +307,27 @@ class LinkStore(Protocol):
         ...
 
 
+class PendingSignInStore(Protocol):
+    """Sign-ins waiting for their second factor, by the SHA-256 of their token."""
+
+    async def create_pending_sign_in(self, pending: PendingSignInRecord) -> None: ...
+
+    async def get_pending_sign_in(self, token_hash: str, now: float) -> PendingSignInRecord | None:
+        """The live (unexpired) pending sign-in, left in place."""
+        ...
+
+    async def fail_pending_sign_in(self, token_hash: str, *, max_failures: int) -> bool:
+        """Count a wrong code against it; at ``max_failures`` it is deleted. ``True``
+        when it is gone (now or before)."""
+        ...
+
+    async def consume_pending_sign_in(
+        self, token_hash: str, now: float
+    ) -> PendingSignInRecord | None:
+        """Delete and return the live pending sign-in: of concurrent calls, one gets it."""
+        ...
+
+
 class SessionStore(Protocol):
     async def insert_session(
         self, record: SessionRecord, *, credential_version: int, limit: SessionLimit
@@ -449,7 +492,14 @@ class TokenStore(KeyStore, FamilyStore, RevocationStore, Protocol):
 
 
 class Store(
-    UserStore, LinkStore, SessionStore, SecretStore, TokenStore, MaintenanceStore, Protocol
+    UserStore,
+    LinkStore,
+    PendingSignInStore,
+    SessionStore,
+    SecretStore,
+    TokenStore,
+    MaintenanceStore,
+    Protocol,
 ):
     """Everything the auth server needs from storage."""
 

@@ -31,6 +31,7 @@ from gatepass.stores.base import (
     Evicted,
     FamilyRecord,
     LinkRecord,
+    PendingSignInRecord,
     RevocationEvent,
     RotationOutcome,
     SessionLimit,
@@ -170,6 +171,22 @@ class SplitStore:
         self, token_hash: str, purposes: Sequence[str], now: float
     ) -> LinkRecord | None:
         return await self.database.consume_link(token_hash, purposes, now)
+
+    # sign-ins pending a second factor ---------------------------------------------
+
+    async def create_pending_sign_in(self, pending: PendingSignInRecord) -> None:
+        await self.database.create_pending_sign_in(pending)
+
+    async def get_pending_sign_in(self, token_hash: str, now: float) -> PendingSignInRecord | None:
+        return await self.database.get_pending_sign_in(token_hash, now)
+
+    async def fail_pending_sign_in(self, token_hash: str, *, max_failures: int) -> bool:
+        return await self.database.fail_pending_sign_in(token_hash, max_failures=max_failures)
+
+    async def consume_pending_sign_in(
+        self, token_hash: str, now: float
+    ) -> PendingSignInRecord | None:
+        return await self.database.consume_pending_sign_in(token_hash, now)
 
     def forget_user(self, user_id: str | None) -> None:
         """Drop the cached user (its credentials, roles or existence changed), or

@@ -64,6 +64,7 @@ from gatepass.stores.base import (
     UserRecord,
 )
 from gatepass.stores.sql_metadata import metadata as metadata
+from gatepass.stores.sql_pending import PendingSignInsSql, prune_pending_sign_ins
 from gatepass.stores.sqlite_writer import SqliteWriter
 
 users = Table(
@@ -425,7 +426,7 @@ def _driver_errors_mapped(*, duplicates: bool = True) -> Iterator[None]:
         raise StoreUnavailable(f"database error: {type(exc).__name__}") from exc
 
 
-class SqlStore:
+class SqlStore(PendingSignInsSql):
     """Users, sessions and secrets in one SQL database."""
 
     def __init__(self, url: str, *, echo: bool = False, auto_upgrade: bool = False) -> None:
@@ -1000,6 +1001,7 @@ class SqlStore:
             )
             gone_families = await conn.execute(delete(families).where(families.c.expires_at <= now))
             gone_links = await conn.execute(delete(links).where(links.c.expires_at <= now))
+            gone_pending = await prune_pending_sign_ins(conn, now)
             # A seal serves a retry within the reuse grace and nothing after it.
             await conn.execute(
                 update(refresh_tokens)
@@ -1014,6 +1016,7 @@ class SqlStore:
             + gone_tokens.rowcount
             + gone_families.rowcount
             + gone_links.rowcount
+            + gone_pending
         )
 
     # secrets ---------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Sessions and refresh families gain ``auth_time`` and ``amr``: when and how the
-user last proved who they are (``gatepass.freshness``).
+user last proved who they are (``gatepass.freshness``); sign-ins waiting for their
+second factor get a table.
 
 Rows from before this revision get ``auth_time`` 0 and an empty ``amr``: they
 keep working, and count as not fresh until the user signs in again.
