@@ -95,7 +95,7 @@ sessions = Table(
     Column("user_agent", String(512)),
     # When and how the user last proved who they are (gatepass.freshness).
     Column("auth_time", Float, nullable=False, default=0.0, server_default="0"),
-    Column("amr", String(128), nullable=False, default="", server_default=""),
+    Column("amr", String(128), nullable=False, default=""),
     Index("ix_gatepass_sessions_user", "user_id"),
 )
 
@@ -131,7 +131,7 @@ families = Table(
     Column("user_agent", String(512)),
     Column("revoked", Boolean, nullable=False, default=False),
     Column("auth_time", Float, nullable=False, default=0.0, server_default="0"),
-    Column("amr", String(128), nullable=False, default="", server_default=""),
+    Column("amr", String(128), nullable=False, default=""),
     Index("ix_gatepass_families_user", "user_id"),
 )
 

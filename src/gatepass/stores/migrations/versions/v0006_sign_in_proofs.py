@@ -20,6 +20,7 @@ branch_labels: str | None = None
 depends_on: str | None = None
 
 TABLES = ("gatepass_sessions", "gatepass_refresh_families")
+PENDING = "gatepass_pending_sign_ins"
 
 
 def upgrade() -> None:
@@ -27,9 +28,32 @@ def upgrade() -> None:
         with op.batch_alter_table(table) as batch:
             batch.add_column(sa.Column("auth_time", sa.Float(), nullable=False, server_default="0"))
             batch.add_column(sa.Column("amr", sa.String(128), nullable=False, server_default=""))
+        # The empty default only fills the rows already there; new rows name their
+        # methods (PostgreSQL would not report an empty default back anyway).
+        with op.batch_alter_table(table) as batch:
+            batch.alter_column("amr", server_default=None)
+    op.create_table(
+        PENDING,
+        sa.Column("token_hash", sa.String(64), primary_key=True),
+        sa.Column(
+            "user_id",
+            sa.String(36),
+            sa.ForeignKey("gatepass_users.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
+        sa.Column("client", sa.String(8), nullable=False),
+        sa.Column("credential_version", sa.Integer(), nullable=False),
+        sa.Column("auth_time", sa.Float(), nullable=False),
+        sa.Column("amr", sa.String(128), nullable=False),
+        sa.Column("failures", sa.Integer(), nullable=False, server_default="0"),
+        sa.Column("created_at", sa.Float(), nullable=False),
+        sa.Column("expires_at", sa.Float(), nullable=False),
+    )
+    op.create_index("ix_gatepass_pending_sign_ins_expires", PENDING, ["expires_at"])
 
 
 def downgrade() -> None:
+    op.drop_table(PENDING)
     for table in TABLES:
         with op.batch_alter_table(table) as batch:
             batch.drop_column("amr")
