@@ -211,6 +211,14 @@ def test_junk_codes_are_422_never_500(client: TestClient, clock: FakeClock, junk
     assert_problem(caller.send("DELETE", TOTP, {"code": junk}), 422)
 
 
+def test_lone_surrogates_as_a_code_are_422_never_500(client: TestClient, clock: FakeClock) -> None:
+    caller = Caller(client)
+    caller.activate(clock)
+    raw = rb'{"code": "\ud800\ud800\ud800-\udc00\udc00\udc00\udc00\udc00"}'
+    headers = {**caller.headers, "Content-Type": "application/json"}
+    assert_problem(client.request("DELETE", TOTP, content=raw, headers=headers), 422)
+
+
 def test_malformed_json_body_is_refused(client: TestClient) -> None:
     caller = Caller(client)
     response = client.post(
