@@ -164,6 +164,7 @@ class Gatepass:
             mail=self.account_mail,
             limits=limits,
             email_verification=settings.email_verification,
+            fresh_auth_max_age=settings.fresh_auth_max_age,
         )
         #: TOTP and recovery codes; secrets sealed under the session secrets, the
         #: issuer authenticator apps show being the deployment's host.

@@ -29,7 +29,7 @@ class CodeIn(Body):
 
 async def _fresh_identity(request: Request) -> tuple[Identity, dict[str, Any] | None]:
     identity, fields = await mutating_identity(request)
-    gatepass(request).accounts.require_fresh(identity)
+    await gatepass(request).accounts.require_fresh(identity)
     return identity, fields
 
 

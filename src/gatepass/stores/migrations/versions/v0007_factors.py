@@ -5,7 +5,7 @@ the last accepted time step); recovery codes as keyed hashes. Deleting the user
 deletes both.
 
 Revision ID: 0007
-Revises: 0005 (0006 once main's sessions/families migration is in)
+Revises: 0006
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-# TEMPORARY: "0006" once that revision (auth_time/amr) is merged in.
-down_revision: str | None = "0005"
+down_revision: str | None = "0006"
 branch_labels: str | None = None
 depends_on: str | None = None
 
