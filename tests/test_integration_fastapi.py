@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 import httpx
+import pyotp
 import pytest
 from fastapi import Depends, FastAPI, Form
 from starlette.testclient import TestClient
@@ -410,6 +411,22 @@ async def test_router_under_a_prefix_serves_the_account_flows(host: Host) -> Non
     assert_problem(wrong, 401)
     me = await http.get(f"{PREFIX}/auth/me", headers=cookie_header(cookie))
     assert me.json()["email_verified"] is False
+
+
+@pytest.mark.anyio
+async def test_router_under_a_prefix_serves_the_totp_routes(host: Host, clock: FakeClock) -> None:
+    await host.register()
+    headers = bearer((await host.token())["access_token"])
+    setup = await host.http.post(f"{PREFIX}/auth/mfa/totp/setup", headers=headers)
+    assert setup.status_code == 200, setup.text
+    code = pyotp.TOTP(setup.json()["secret"]).at(clock())
+    confirm = await host.http.post(
+        f"{PREFIX}/auth/mfa/totp/confirm", json={"code": code}, headers=headers
+    )
+    assert confirm.status_code == 200, confirm.text
+    assert len(confirm.json()["recovery_codes"]) == 10
+    unauthenticated = await host.http.post(f"{PREFIX}/auth/mfa/recovery-codes")
+    assert_problem(unauthenticated, 401)
 
 
 # OpenAPI and the lifespan ---------------------------------------------------------

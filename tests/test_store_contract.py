@@ -474,6 +474,125 @@ async def test_deleting_a_user_removes_every_credential_and_frees_the_address(
     assert again.id != user.id
 
 
+# second factors: TOTP and recovery codes -------------------------------------------
+
+
+def code_hashes(count: int) -> list[str]:
+    return [hashlib.sha256(secrets.token_bytes(16)).hexdigest() for _ in range(count)]
+
+
+async def active_totp(store: Store, clock: FakeClock, user: UserRecord, step: int = 100) -> None:
+    assert await store.save_pending_totp(user.id, "sealed-1", clock())
+    assert await store.activate_totp(user.id, "sealed-1", step, code_hashes(10))
+
+
+async def test_a_pending_totp_setup_is_replaced_but_an_active_one_is_kept(
+    store: Store, clock: FakeClock
+) -> None:
+    user = await new_user(store, clock)
+    assert await store.get_totp(user.id) is None
+    assert await store.save_pending_totp(user.id, "sealed-1", clock())
+    clock.advance(5)
+    assert await store.save_pending_totp(user.id, "sealed-2", clock())
+    pending = await store.get_totp(user.id)
+    assert pending is not None
+    assert (pending.sealed_secret, pending.active, pending.last_step) == ("sealed-2", False, None)
+    assert pending.created_at == clock()
+    # The replaced setup cannot be activated any more; the current one can.
+    assert not await store.activate_totp(user.id, "sealed-1", 7, code_hashes(10))
+    assert await store.activate_totp(user.id, "sealed-2", 7, code_hashes(10))
+    assert not await store.save_pending_totp(user.id, "sealed-3", clock())
+    active = await store.get_totp(user.id)
+    assert active is not None
+    assert (active.sealed_secret, active.active, active.last_step) == ("sealed-2", True, 7)
+    assert await store.count_recovery_codes(user.id) == 10
+
+
+async def test_a_totp_step_at_or_before_the_last_accepted_is_refused(
+    store: Store, clock: FakeClock
+) -> None:
+    user = await new_user(store, clock)
+    assert await store.save_pending_totp(user.id, "sealed-1", clock())
+    assert not await store.accept_totp_step(user.id, 5)  # pending: nothing to accept
+    assert await store.activate_totp(user.id, "sealed-1", 100, code_hashes(10))
+    assert not await store.accept_totp_step(user.id, 100)
+    assert not await store.accept_totp_step(user.id, 99)
+    assert await store.accept_totp_step(user.id, 101)
+    assert not await store.accept_totp_step(user.id, 101)
+    record = await store.get_totp(user.id)
+    assert record is not None
+    assert record.last_step == 101
+
+
+async def test_of_concurrent_accepts_of_one_totp_step_exactly_one_wins(
+    store: Store, clock: FakeClock
+) -> None:
+    user = await new_user(store, clock)
+    await active_totp(store, clock, user, step=100)
+    results = await asyncio.gather(*(store.accept_totp_step(user.id, 101) for _ in range(10)))
+    assert sorted(results) == [False] * 9 + [True]
+
+
+async def test_of_concurrent_uses_of_one_recovery_code_exactly_one_wins(
+    store: Store, clock: FakeClock
+) -> None:
+    user = await new_user(store, clock)
+    assert await store.save_pending_totp(user.id, "sealed-1", clock())
+    hashes = code_hashes(10)
+    assert await store.activate_totp(user.id, "sealed-1", 100, hashes)
+    results = await asyncio.gather(
+        *(store.consume_recovery_code(user.id, [hashes[3]]) for _ in range(10))
+    )
+    assert sorted(results) == [False] * 9 + [True]
+    assert await store.count_recovery_codes(user.id) == 9
+    assert not await store.consume_recovery_code(user.id, [])
+    assert not await store.consume_recovery_code(user.id, ["0" * 64])
+
+
+async def test_another_users_recovery_code_is_not_consumed(store: Store, clock: FakeClock) -> None:
+    ada, bob = await new_user(store, clock), await new_user(store, clock, "bob@example.com")
+    assert await store.save_pending_totp(ada.id, "sealed-1", clock())
+    hashes = code_hashes(10)
+    assert await store.activate_totp(ada.id, "sealed-1", 100, hashes)
+    assert not await store.consume_recovery_code(bob.id, [hashes[0]])
+    assert await store.count_recovery_codes(ada.id) == 10
+
+
+async def test_new_recovery_codes_replace_the_old_ones_and_need_an_active_totp(
+    store: Store, clock: FakeClock
+) -> None:
+    user = await new_user(store, clock)
+    assert not await store.replace_recovery_codes(user.id, code_hashes(10))
+    assert await store.save_pending_totp(user.id, "sealed-1", clock())
+    assert not await store.replace_recovery_codes(user.id, code_hashes(10))
+    old = code_hashes(10)
+    assert await store.activate_totp(user.id, "sealed-1", 100, old)
+    new = code_hashes(10)
+    assert await store.replace_recovery_codes(user.id, new)
+    assert await store.count_recovery_codes(user.id) == 10
+    assert not await store.consume_recovery_code(user.id, [old[0]])
+    assert await store.consume_recovery_code(user.id, [new[0]])
+
+
+async def test_removing_totp_removes_its_recovery_codes(store: Store, clock: FakeClock) -> None:
+    user = await new_user(store, clock)
+    await active_totp(store, clock, user)
+    assert await store.delete_totp(user.id)
+    assert await store.get_totp(user.id) is None
+    assert await store.count_recovery_codes(user.id) == 0
+    assert not await store.delete_totp(user.id)
+    # A removed factor can be set up anew.
+    assert await store.save_pending_totp(user.id, "sealed-2", clock())
+
+
+async def test_deleting_a_user_deletes_its_factors(store: Store, clock: FakeClock) -> None:
+    user = await new_user(store, clock)
+    await active_totp(store, clock, user)
+    assert await store.delete_user(user.id, clock())
+    assert await store.get_totp(user.id) is None
+    assert await store.count_recovery_codes(user.id) == 0
+
+
 # sign-in proofs (auth_time, amr) -------------------------------------------------
 
 

@@ -7,6 +7,7 @@ import logging
 import secrets
 import time
 from typing import Self
+from urllib.parse import urlsplit
 
 from gatepass.account_mail import AccountMail
 from gatepass.accounts import Accounts
@@ -19,6 +20,7 @@ from gatepass.events import EventBus, LocalEventBus
 from gatepass.keys import KeyRing, retired_key_retention
 from gatepass.mail import Mailer
 from gatepass.metrics import Metrics
+from gatepass.mfa import Factors
 from gatepass.passwords import PasswordHasher
 from gatepass.ratelimit import CredentialGuard, LoginThrottle, RequestLimits, throttle_counters
 from gatepass.refresh import RefreshTokens, SuccessorSeal
@@ -163,6 +165,15 @@ class Gatepass:
             limits=limits,
             email_verification=settings.email_verification,
             fresh_auth_max_age=settings.fresh_auth_max_age,
+        )
+        #: TOTP and recovery codes; secrets sealed under the session secrets, the
+        #: issuer authenticator apps show being the deployment's host.
+        self.factors = Factors(
+            store,
+            session_secrets,
+            self.metrics,
+            clock,
+            issuer_name=urlsplit(settings.effective_public_url).hostname or "gatepass",
         )
 
     def __repr__(self) -> str:

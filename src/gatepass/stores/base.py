@@ -117,6 +117,22 @@ class SessionRecord:
         return f"SessionRecord(handle={self.handle!r}, user_id={self.user_id!r})"
 
 
+@dataclass(frozen=True, slots=True)
+class TotpRecord:
+    """A user's TOTP factor as stored. ``sealed_secret`` is opaque to the store
+    (:mod:`gatepass.mfa` seals it); ``last_step`` is the RFC 6238 time step of the
+    last accepted code (``None``: none yet)."""
+
+    user_id: str
+    sealed_secret: str
+    active: bool
+    last_step: int | None
+    created_at: float
+
+    def __repr__(self) -> str:
+        return f"TotpRecord(user_id={self.user_id!r}, active={self.active!r})"
+
+
 KeyState = Literal["next", "current", "retired"]
 
 
@@ -487,6 +503,48 @@ class SecretStore(Protocol):
         ...
 
 
+class FactorStore(Protocol):
+    """TOTP factors and recovery codes (:mod:`gatepass.mfa`); both go with the user."""
+
+    async def save_pending_totp(self, user_id: str, sealed_secret: str, now: float) -> bool:
+        """Store a TOTP setup, not active yet, replacing a pending one (and its
+        ``last_step``); ``False`` (nothing written) when the user's TOTP is active."""
+        ...
+
+    async def get_totp(self, user_id: str) -> TotpRecord | None: ...
+
+    async def activate_totp(
+        self, user_id: str, sealed_secret: str, step: int, code_hashes: Sequence[str]
+    ) -> bool:
+        """In one transaction: activate the pending setup if it is still the one
+        sealed as ``sealed_secret``, with ``step`` as its last accepted step, and
+        make ``code_hashes`` the user's recovery codes (replacing any). ``False``
+        (nothing written) when there is no such pending setup."""
+        ...
+
+    async def accept_totp_step(self, user_id: str, step: int) -> bool:
+        """Record ``step`` as the last accepted one if the TOTP is active and its last
+        accepted step is below ``step``; of concurrent calls, one wins."""
+        ...
+
+    async def delete_totp(self, user_id: str) -> bool:
+        """Remove the TOTP factor (active or pending) and every recovery code;
+        ``False`` when there was no TOTP."""
+        ...
+
+    async def replace_recovery_codes(self, user_id: str, code_hashes: Sequence[str]) -> bool:
+        """Make ``code_hashes`` the user's recovery codes, the old ones gone, in one
+        transaction; ``False`` (nothing written) when the user has no active TOTP."""
+        ...
+
+    async def consume_recovery_code(self, user_id: str, code_hashes: Sequence[str]) -> bool:
+        """Delete the user's recovery code stored as one of ``code_hashes`` (the
+        candidate hashes of one code); of concurrent calls, one gets ``True``."""
+        ...
+
+    async def count_recovery_codes(self, user_id: str) -> int: ...
+
+
 class TokenStore(KeyStore, FamilyStore, RevocationStore, Protocol):
     """Everything on the token side: keys, families, revocations."""
 
@@ -499,6 +557,7 @@ class Store(
     SecretStore,
     TokenStore,
     MaintenanceStore,
+    FactorStore,
     Protocol,
 ):
     """Everything the auth server needs from storage."""

@@ -37,6 +37,7 @@ from gatepass.stores.base import (
     SessionLimit,
     SessionRecord,
     SigningKeyRecord,
+    TotpRecord,
     UserRecord,
 )
 from gatepass.stores.redis_connection import RedisClient
@@ -367,3 +368,31 @@ class SplitStore:
 
     async def get_or_create_secret(self, name: str, make: Callable[[], str]) -> str:
         return await self.database.get_or_create_secret(name, make)
+
+    # second factors ------------------------------------------------------------
+
+    async def save_pending_totp(self, user_id: str, sealed_secret: str, now: float) -> bool:
+        return await self.database.save_pending_totp(user_id, sealed_secret, now)
+
+    async def get_totp(self, user_id: str) -> TotpRecord | None:
+        return await self.database.get_totp(user_id)
+
+    async def activate_totp(
+        self, user_id: str, sealed_secret: str, step: int, code_hashes: Sequence[str]
+    ) -> bool:
+        return await self.database.activate_totp(user_id, sealed_secret, step, code_hashes)
+
+    async def accept_totp_step(self, user_id: str, step: int) -> bool:
+        return await self.database.accept_totp_step(user_id, step)
+
+    async def delete_totp(self, user_id: str) -> bool:
+        return await self.database.delete_totp(user_id)
+
+    async def replace_recovery_codes(self, user_id: str, code_hashes: Sequence[str]) -> bool:
+        return await self.database.replace_recovery_codes(user_id, code_hashes)
+
+    async def consume_recovery_code(self, user_id: str, code_hashes: Sequence[str]) -> bool:
+        return await self.database.consume_recovery_code(user_id, code_hashes)
+
+    async def count_recovery_codes(self, user_id: str) -> int:
+        return await self.database.count_recovery_codes(user_id)

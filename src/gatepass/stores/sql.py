@@ -63,6 +63,7 @@ from gatepass.stores.base import (
     SigningKeyRecord,
     UserRecord,
 )
+from gatepass.stores.sql_factors import FactorsSql
 from gatepass.stores.sql_metadata import metadata as metadata
 from gatepass.stores.sql_pending import PendingSignInsSql, prune_pending_sign_ins
 from gatepass.stores.sqlite_writer import SqliteWriter
@@ -426,7 +427,7 @@ def _driver_errors_mapped(*, duplicates: bool = True) -> Iterator[None]:
         raise StoreUnavailable(f"database error: {type(exc).__name__}") from exc
 
 
-class SqlStore(PendingSignInsSql):
+class SqlStore(PendingSignInsSql, FactorsSql):
     """Users, sessions and secrets in one SQL database."""
 
     def __init__(self, url: str, *, echo: bool = False, auto_upgrade: bool = False) -> None:
@@ -702,7 +703,7 @@ class SqlStore(PendingSignInsSql):
             # On the feed before the rows go: every process refuses the user's access
             # tokens and families at once, whatever it has cached.
             await _revoke_user_families(conn, user_id, now)
-            # The foreign keys cascade to sessions, families, tokens and links.
+            # The foreign keys cascade to sessions, families, tokens, links and factors.
             await conn.execute(delete(users).where(users.c.id == user_id))
         return True
 
