@@ -19,6 +19,7 @@ from gatepass.events import EventBus, LocalEventBus
 from gatepass.keys import KeyRing, retired_key_retention
 from gatepass.mail import Mailer
 from gatepass.metrics import Metrics
+from gatepass.passkeys import Passkeys
 from gatepass.passwords import PasswordHasher
 from gatepass.ratelimit import CredentialGuard, LoginThrottle, RequestLimits, throttle_counters
 from gatepass.refresh import RefreshTokens, SuccessorSeal
@@ -163,6 +164,8 @@ class Gatepass:
             limits=limits,
             email_verification=settings.email_verification,
         )
+        #: WebAuthn passkeys: registration, management, assertions (:mod:`gatepass.passkeys`).
+        self.passkeys = Passkeys(store, settings, self.metrics, clock)
 
     def __repr__(self) -> str:
         return f"Gatepass(store={self.store!r})"

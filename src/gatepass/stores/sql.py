@@ -63,6 +63,7 @@ from gatepass.stores.base import (
     UserRecord,
 )
 from gatepass.stores.sql_metadata import metadata as metadata
+from gatepass.stores.sql_passkeys import PasskeysSql, prune_webauthn_challenges
 from gatepass.stores.sqlite_writer import SqliteWriter
 
 users = Table(
@@ -411,7 +412,7 @@ def _driver_errors_mapped(*, duplicates: bool = True) -> Iterator[None]:
         raise StoreUnavailable(f"database error: {type(exc).__name__}") from exc
 
 
-class SqlStore:
+class SqlStore(PasskeysSql):
     """Users, sessions and secrets in one SQL database."""
 
     def __init__(self, url: str, *, echo: bool = False, auto_upgrade: bool = False) -> None:
@@ -962,6 +963,7 @@ class SqlStore:
             )
             gone_families = await conn.execute(delete(families).where(families.c.expires_at <= now))
             gone_links = await conn.execute(delete(links).where(links.c.expires_at <= now))
+            gone_challenges = await prune_webauthn_challenges(conn, now)
             # A seal serves a retry within the reuse grace and nothing after it.
             await conn.execute(
                 update(refresh_tokens)
@@ -976,6 +978,7 @@ class SqlStore:
             + gone_tokens.rowcount
             + gone_families.rowcount
             + gone_links.rowcount
+            + gone_challenges
         )
 
     # secrets ---------------------------------------------------------------
