@@ -76,7 +76,10 @@ def test_register_login_me_logout_round_trip_over_real_http(tmp_path: Path) -> N
             "roles": ["user"],
             "email_verified": False,
             "method": "session",
+            "auth_time": me.json()["auth_time"],
+            "amr": ["pwd"],
         }
+        assert abs(me.json()["auth_time"] - time.time()) < 60
 
         out = client.post("/auth/logout", headers={"X-CSRF-Token": csrf, "Origin": server.url})
         assert out.status_code == 204

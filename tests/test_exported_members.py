@@ -35,6 +35,7 @@ def test_package_exports_exactly_its_public_names() -> None:
         "PayloadTooLarge",
         "PermissionDenied",
         "RateLimited",
+        "ReauthenticationRequired",
         "RequestError",
         "RevocationsStale",
         "SessionManager",

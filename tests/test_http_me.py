@@ -33,7 +33,9 @@ def assert_refusal(response: Any, challenge: str) -> None:
 
 
 @pytest.mark.parametrize("credential", ["bearer", "session"])
-def test_me_answers_the_user_with_no_store_and_nosniff(client: TestClient, credential: str) -> None:
+def test_me_answers_the_user_with_no_store_and_nosniff(
+    client: TestClient, credential: str, clock: FakeClock
+) -> None:
     user = register(client)
     headers = {}
     if credential == "bearer":
@@ -49,6 +51,9 @@ def test_me_answers_the_user_with_no_store_and_nosniff(client: TestClient, crede
         "roles": ["user"],
         "email_verified": False,
         "method": credential,
+        # A password sign-in, made now (the test's clock).
+        "auth_time": int(clock()),
+        "amr": ["pwd"],
     }
     assert response.headers["content-type"] == "application/json"
     assert response.headers["cache-control"] == "no-store"

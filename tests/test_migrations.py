@@ -142,6 +142,7 @@ def test_head_constant_is_the_head_of_the_shipped_history(tmp_path: Path) -> Non
     assert script.get_heads() == [migrations.HEAD]
     assert [r.revision for r in script.walk_revisions()] == [
         "0008",
+        "0006",
         "0005",
         "0004",
         "0003",

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from tests.conftest import ORIGIN, bearer, login, register, token_login
+from tests.conftest import ORIGIN, FakeClock, bearer, login, register, token_login
 from tests.webauthn_authenticator import SoftAuthenticator
 
 MakeClient = Callable[..., TestClient]
@@ -214,3 +214,28 @@ def test_a_passkey_without_a_name_gets_one_and_a_bad_new_name_is_422(
     assert response.status_code == 422
     missing = client.patch(f"/auth/passkeys/{created['id']}", json={}, headers=headers)
     assert missing.status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/auth/passkeys/register/options", None),
+        ("POST", "/auth/passkeys/register", {"credential": {}, "name": "x"}),
+        ("PATCH", "/auth/passkeys/some-id", {"name": "x"}),
+        ("DELETE", "/auth/passkeys/some-id", None),
+    ],
+)
+def test_a_stale_sign_in_cannot_change_passkeys(
+    client: TestClient, clock: FakeClock, method: str, path: str, body: dict[str, Any] | None
+) -> None:
+    headers = web_user(client)
+    _, created = add_passkey(client, headers)
+    # Still signed in (the session is in use), but the sign-in is older than 300 s.
+    for _ in range(3):
+        clock.advance(120)
+        assert client.get("/auth/passkeys").status_code == 200
+    path = path.replace("some-id", created["id"])
+    response = client.request(method, path, json=body, headers=headers)
+    assert response.status_code == 403
+    assert response.json()["code"] == "reauthentication_required"
+    assert [p["name"] for p in client.get("/auth/passkeys").json()] == ["Laptop"]

@@ -349,3 +349,22 @@ async def test_a_session_value_rewritten_in_redis_grants_nothing(
     finally:
         await client.aclose()
     assert await gp.sessions.load(eves.cookie_value) is None
+
+
+def test_a_session_value_stored_before_sign_in_proofs_still_loads() -> None:
+    """Values written by a node from before sessions kept ``auth_time``/``amr`` (9
+    fields) are read as sessions with no proof (never fresh), not dropped; a forged
+    proof added to such a value breaks its MAC."""
+    from gatepass.stores.base import SessionRecord
+    from gatepass.stores.redis_sessions import _decode, _mac, _signed_fields
+
+    key = b"k" * 32
+    record = SessionRecord("h" * 64, "handle", "user-1", "csrf", 1.0, 2.0, None, None)
+    old_fields = _signed_fields(record, 3, with_proof=False)
+    old = json.dumps(["handle", "user-1", "csrf", "1.0", "2.0", "", "", "3", _mac(key, old_fields)])
+    stored = _decode("h" * 64, old, key)
+    assert stored is not None
+    assert (stored.record.auth_time, stored.record.amr, stored.credential_version) == (0.0, (), 3)
+    forged = json.loads(old)
+    forged[8:8] = ["9999999999.0", "pwd otp mfa"]
+    assert _decode("h" * 64, json.dumps(forged), key) is None

@@ -1,9 +1,9 @@
 from starlette.testclient import TestClient
 
-from tests.conftest import ORIGIN, login, register, session_cookie
+from tests.conftest import ORIGIN, FakeClock, login, register, session_cookie
 
 
-def test_register_login_me_logout_round_trip(client: TestClient) -> None:
+def test_register_login_me_logout_round_trip(client: TestClient, clock: FakeClock) -> None:
     user = register(client)
     csrf = login(client, "  ADA@Example.com ")
     assert session_cookie(client)
@@ -15,6 +15,8 @@ def test_register_login_me_logout_round_trip(client: TestClient) -> None:
         "roles": ["user"],
         "email_verified": False,
         "method": "session",
+        "auth_time": int(clock()),
+        "amr": ["pwd"],
     }
     out = client.post("/auth/logout", headers={"X-CSRF-Token": csrf, "Origin": ORIGIN})
     assert out.status_code == 204

@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from gatepass.config import Settings
 from gatepass.errors import DuplicateRecord
+from gatepass.freshness import SignInProof
 from gatepass.sessions import hash_session_id, new_session_id
 from gatepass.stores.base import (
     EmailTaken,
@@ -472,6 +473,48 @@ async def test_deleting_a_user_removes_every_credential_and_frees_the_address(
     assert not await store.delete_user(user.id, clock())
     again = await new_user(store, clock)
     assert again.id != user.id
+
+
+# sign-in proofs (auth_time, amr) -------------------------------------------------
+
+
+async def test_a_session_keeps_its_sign_in_proof_and_a_renewal_keeps_its_id(
+    store: Store, clock: FakeClock
+) -> None:
+    user = await new_user(store, clock)
+    session = new_session(user, clock, auth_time=clock(), amr=("pwd",))
+    await store.insert_session(session, credential_version=0, limit=ROOMY)
+    found = await store.get_session(session.id_hash)
+    assert found is not None
+    assert (found[0].auth_time, found[0].amr) == (clock(), ("pwd",))
+    clock.advance(600)
+    renewed = SignInProof(clock(), ("pwd", "otp", "mfa"))
+    assert await store.renew_session_proof(session.id_hash, renewed)
+    found = await store.get_session(session.id_hash)
+    assert found is not None
+    assert (found[0].auth_time, found[0].amr) == (renewed.auth_time, renewed.amr)
+    assert found[0].handle == session.handle
+    await store.delete_session(session.id_hash)
+    assert not await store.renew_session_proof(session.id_hash, renewed)
+    assert await store.get_session(session.id_hash) is None  # not brought back
+
+
+async def test_a_family_keeps_its_sign_in_proof_through_rotation_and_renewal(
+    store: Store, clock: FakeClock
+) -> None:
+    user = await new_user(store, clock)
+    family, token = new_family(user, clock)
+    family = replace(family, auth_time=clock(), amr=("hwk", "user"))
+    await store.create_family(family, token, credential_version=0, limit=ROOMY)
+    outcome = await store.rotate_refresh_token(token, "e" * 64, clock())
+    assert outcome.family is not None
+    assert (outcome.family.auth_time, outcome.family.amr) == (clock(), ("hwk", "user"))
+    renewed = SignInProof(clock() + 60, ("pwd",))
+    other = await new_user(store, clock, "grace@example.com")
+    assert not await store.renew_family_proof(family.id, other.id, renewed)
+    assert await store.renew_family_proof(family.id, user.id, renewed)
+    (listed,) = await store.list_families(user.id, clock())
+    assert (listed.auth_time, listed.amr) == (renewed.auth_time, renewed.amr)
 
 
 # passkeys --------------------------------------------------------------------

@@ -30,6 +30,7 @@ from gatepass.errors import (
     RateLimited,
     StoreError,
 )
+from gatepass.freshness import PWD, SignInProof, is_fresh, require_fresh
 from gatepass.links import ADDRESS_PURPOSES, LinkPurpose, presented_digest
 from gatepass.metrics import Metrics
 from gatepass.passwords import (
@@ -46,6 +47,8 @@ from gatepass.stores.base import Evicted, LinkRecord, Store, UserRecord
 
 MAX_EMAIL_LENGTH = MAX_EMAIL_OCTETS  # kept for importers
 DEFAULT_ROLES = ("user",)
+#: GATEPASS_FRESH_AUTH_MAX_AGE's default (DESIGN §4).
+DEFAULT_FRESH_AUTH_MAX_AGE = 300
 #: GATEPASS_EMAIL_VERIFICATION values.
 VERIFICATION_NONE, VERIFICATION_OPTIONAL, VERIFICATION_MANDATORY = "none", "optional", "mandatory"
 INVALID_CREDENTIALS = "Invalid email or password."
@@ -90,6 +93,7 @@ class Accounts:
         mail: AccountMail,
         limits: RequestLimits,
         email_verification: str = VERIFICATION_OPTIONAL,
+        fresh_auth_max_age: float = DEFAULT_FRESH_AUTH_MAX_AGE,
     ) -> None:
         self._store = store
         self._hasher = hasher
@@ -106,6 +110,7 @@ class Accounts:
         self._mail = mail
         self._limits = limits
         self._verification = email_verification
+        self._fresh_max_age = fresh_auth_max_age
 
     async def register(
         self, email: str, password: str, *, ip: str | None = None
@@ -249,10 +254,12 @@ class Accounts:
         presented_cookie: str | None,
         ip: str | None,
         user_agent: str | None,
+        proof: SignInProof | None = None,
     ) -> IssuedSession:
         """A fresh session for ``user`` (as read before its password was checked);
         whatever session the request carried dies first, so an ID planted before
-        login never becomes the victim's session.
+        login never becomes the victim's session. ``proof`` is how the user signed
+        in (default: a password, now).
 
         Raises :class:`CredentialsChanged` when a password change or logout-all
         committed since ``user`` was read: nothing is granted.
@@ -263,6 +270,7 @@ class Accounts:
             user,
             ip=ip,
             user_agent=user_agent,
+            proof=proof or self.password_proof(),
             max_per_user=self._max_sessions,
             detail=INVALID_CREDENTIALS,
         )
@@ -271,7 +279,12 @@ class Accounts:
         return issued
 
     async def start_token_family(
-        self, user: UserRecord, *, ip: str | None, user_agent: str | None
+        self,
+        user: UserRecord,
+        *,
+        ip: str | None,
+        user_agent: str | None,
+        proof: SignInProof | None = None,
     ) -> TokenPair:
         """A new refresh family and its first token pair (mobile and API clients),
         under the same guard as :meth:`start_web_session`."""
@@ -279,11 +292,35 @@ class Accounts:
             user,
             ip=ip,
             user_agent=user_agent,
+            proof=proof or self.password_proof(),
             limit=self._sessions.policy.limit(self._max_sessions),
             detail=INVALID_CREDENTIALS,
         )
         await self._after_eviction(user, evicted)
         return pair
+
+    def password_proof(self) -> SignInProof:
+        """The proof of a password sign-in made now."""
+        return SignInProof.now(self._clock(), PWD)
+
+    async def require_fresh(self, identity: Identity) -> None:
+        """Raise :class:`~gatepass.errors.ReauthenticationRequired` (403) unless the
+        caller signed in (or reauthenticated) within ``GATEPASS_FRESH_AUTH_MAX_AGE``.
+
+        A Bearer caller's family is read: a reauthentication renews the family's
+        proof, not the access token the client already holds.
+        """
+        now = self._clock()
+        auth_time = identity.auth_time
+        if (
+            identity.session is None
+            and identity.family_id is not None
+            and not is_fresh(auth_time, now, self._fresh_max_age)
+        ):
+            for family in await self._store.list_families(identity.user.id, now):
+                if family.id == identity.family_id:
+                    auth_time = max(auth_time, family.auth_time)
+        require_fresh(auth_time, now, self._fresh_max_age)
 
     async def _after_eviction(self, user: UserRecord, evicted: Evicted) -> None:
         """Account for what a sign-in ended to stay within the per-user limit."""

@@ -36,6 +36,23 @@ class Identity:
     token_id: str | None = None
     family_id: str | None = None
     token_expires_at: float | None = None
+    #: For Bearer callers: the token's ``auth_time`` and ``amr`` claims.
+    token_auth_time: float = 0.0
+    token_amr: tuple[str, ...] = ()
+
+    @property
+    def auth_time(self) -> float:
+        """When the caller last proved who they are (``0``: unknown)."""
+        if self.session is not None:
+            return self.session.auth_time
+        return self.token_auth_time
+
+    @property
+    def amr(self) -> tuple[str, ...]:
+        """How the caller signed in (RFC 8176 values)."""
+        if self.session is not None:
+            return self.session.amr
+        return self.token_amr
 
     @property
     def user_id(self) -> str:
@@ -148,6 +165,8 @@ class BearerAuthenticator:
             token_id=claims.jti,
             family_id=claims.sid,
             token_expires_at=claims.exp,
+            token_auth_time=claims.auth_time,
+            token_amr=claims.amr,
         )
 
     def forget_user(self, user_id: str) -> None:

@@ -163,6 +163,7 @@ class Gatepass:
             mail=self.account_mail,
             limits=limits,
             email_verification=settings.email_verification,
+            fresh_auth_max_age=settings.fresh_auth_max_age,
         )
         #: WebAuthn passkeys: registration, management, assertions (:mod:`gatepass.passkeys`).
         self.passkeys = Passkeys(store, settings, self.metrics, clock)

@@ -25,7 +25,8 @@ and the HTTP layer never copies them into a response body.
         │   └── CredentialsChanged   a password change or logout-all won a race with this
         ├── PermissionDenied         authenticated, but the request is not allowed (403)
         │   ├── CSRFFailed           missing or wrong CSRF token, foreign Origin (403)
-        │   └── EmailNotVerified     sign-in of an unverified address under mandatory verification
+        │   ├── EmailNotVerified     sign-in of an unverified address under mandatory verification
+        │   └── ReauthenticationRequired  the sign-in is not fresh enough for this change
         ├── InvalidLink              not a live mail-link token for this purpose (400)
         ├── NotFound                 no such resource for this caller (404)
         ├── Conflict                 e.g. an email already registered (409)
@@ -214,6 +215,16 @@ class EmailNotVerified(PermissionDenied):
 
     def __init__(self, detail: str | None = None) -> None:
         super().__init__(detail or "Verify your e-mail address first; we sent you a link.")
+
+
+class ReauthenticationRequired(PermissionDenied):
+    """The caller's sign-in is older than ``GATEPASS_FRESH_AUTH_MAX_AGE``: sign in
+    again or ``POST /auth/reauthenticate`` first."""
+
+    code = "reauthentication_required"
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail or "Sign in again to do this.")
 
 
 class InvalidLink(RequestError):

@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from gatepass.clock import Clock
 from gatepass.errors import CredentialsChanged
 from gatepass.errors import InvalidRefreshToken as InvalidRefreshToken  # re-exported
+from gatepass.freshness import UNKNOWN_PROOF, SignInProof
 from gatepass.metrics import Metrics
 from gatepass.revocation import RevocationView
 from gatepass.stores.base import (
@@ -176,6 +177,7 @@ class RefreshTokens:
         *,
         ip: str | None,
         user_agent: str | None,
+        proof: SignInProof = UNKNOWN_PROOF,
         limit: SessionLimit,
         detail: str | None = None,
     ) -> tuple[TokenPair, Evicted]:
@@ -192,6 +194,8 @@ class RefreshTokens:
             expires_at=now + self._ttl,
             ip=ip,
             user_agent=user_agent[:512] if user_agent else None,
+            auth_time=proof.auth_time,
+            amr=proof.amr,
         )
         refresh = secrets.token_urlsafe(REFRESH_TOKEN_BYTES)
         evicted = await self._store.create_family(
@@ -202,7 +206,7 @@ class RefreshTokens:
         )
         if evicted is None:
             raise CredentialsChanged(detail)
-        return await self._pair(user, family.id, refresh), evicted
+        return await self._pair(user, family, refresh), evicted
 
     async def rotate(self, presented: str) -> TokenPair:
         """Trade a live refresh token for a new pair, or raise :class:`InvalidRefreshToken`."""
@@ -230,7 +234,7 @@ class RefreshTokens:
         if outcome.status is not RotationStatus.ROTATED or family is None or outcome.user is None:
             raise InvalidRefreshToken()
         self._metrics.refreshes.inc()
-        return await self._pair(outcome.user, family.id, fresh)
+        return await self._pair(outcome.user, family, fresh)
 
     async def _retried(self, presented: str, outcome: RotationOutcome) -> TokenPair:
         """A retry within the grace: the successor the rotation issued, again, with a
@@ -240,11 +244,16 @@ class RefreshTokens:
         if family is None or user is None or successor is None:
             raise InvalidRefreshToken()
         audit.info("refresh token retried within the reuse grace: family %s", family.id)
-        return await self._pair(user, family.id, successor)
+        return await self._pair(user, family, successor)
 
-    async def _pair(self, user: UserRecord, family_id: str, refresh: str) -> TokenPair:
+    async def _pair(self, user: UserRecord, family: FamilyRecord, refresh: str) -> TokenPair:
         # A node that only issues tokens must still pick up a rotation done elsewhere.
         await self._access.ring.refresh_if_stale()
-        access = self._access.issue(user.id, family_id, user.roles)
+        access = self._access.issue(
+            user.id,
+            family.id,
+            user.roles,
+            proof=SignInProof(family.auth_time, family.amr),
+        )
         self._metrics.tokens_issued.inc()
-        return TokenPair(access.token, access.expires_in, refresh, family_id)
+        return TokenPair(access.token, access.expires_in, refresh, family.id)

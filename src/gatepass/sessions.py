@@ -24,6 +24,7 @@ from gatepass._singleflight import SingleFlight
 from gatepass.clock import Clock
 from gatepass.errors import CredentialsChanged
 from gatepass.events import EventBus, LocalEventBus, SessionsEnded
+from gatepass.freshness import UNKNOWN_PROOF, SignInProof
 from gatepass.stores.base import (
     SLOT_TAG_LENGTH,
     Evicted,
@@ -231,9 +232,11 @@ class SessionManager:
         *,
         ip: str | None,
         user_agent: str | None,
+        proof: SignInProof = UNKNOWN_PROOF,
         created_at: float | None = None,
     ) -> IssuedSession:
-        """Mint a session (not yet stored). ``created_at`` keeps an absolute timeout on rotation."""
+        """Mint a session (not yet stored) for a sign-in made as ``proof`` says.
+        ``created_at`` keeps an absolute timeout on rotation."""
         now = self._clock()
         session_id = new_session_id(user_id)
         record = SessionRecord(
@@ -245,13 +248,20 @@ class SessionManager:
             last_seen_at=now,
             ip=ip,
             user_agent=user_agent[:512] if user_agent else None,
+            auth_time=proof.auth_time,
+            amr=proof.amr,
         )
         return IssuedSession(self._signer.sign(session_id), record)
 
-    def regenerated(self, record: SessionRecord) -> IssuedSession:
-        """The same device under a new secret ID and CSRF token; the login time is kept."""
+    def regenerated(self, record: SessionRecord, proof: SignInProof | None = None) -> IssuedSession:
+        """The same device under a new secret ID and CSRF token; the login time is kept,
+        and the sign-in proof unless a new one is given."""
         fresh = self.new_session(
-            record.user_id, ip=record.ip, user_agent=record.user_agent, created_at=record.created_at
+            record.user_id,
+            ip=record.ip,
+            user_agent=record.user_agent,
+            proof=proof or SignInProof(record.auth_time, record.amr),
+            created_at=record.created_at,
         )
         return IssuedSession(fresh.cookie_value, replace(fresh.record, handle=record.handle))
 
@@ -261,6 +271,7 @@ class SessionManager:
         *,
         ip: str | None,
         user_agent: str | None,
+        proof: SignInProof = UNKNOWN_PROOF,
         max_per_user: int,
         detail: str | None = None,
     ) -> tuple[IssuedSession, Evicted]:
@@ -270,7 +281,7 @@ class SessionManager:
         credentials changed since that read: nothing is stored. Returns the session
         and what was ended to stay within ``max_per_user``.
         """
-        issued = self.new_session(user.id, ip=ip, user_agent=user_agent)
+        issued = self.new_session(user.id, ip=ip, user_agent=user_agent, proof=proof)
         evicted = await self._store.insert_session(
             issued.record,
             credential_version=user.credential_version,

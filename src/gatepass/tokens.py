@@ -40,6 +40,7 @@ from jwt.algorithms import Algorithm, get_default_algorithms
 from gatepass.clock import Clock
 from gatepass.errors import InvalidToken as InvalidToken  # re-exported
 from gatepass.errors import UnknownSigningKey as UnknownSigningKey  # re-exported
+from gatepass.freshness import UNKNOWN_PROOF, SignInProof, parse_amr
 
 AlgorithmName = Literal["EdDSA", "ES256", "RS256", "HS256"]
 SUPPORTED_ALGORITHMS: tuple[AlgorithmName, ...] = ("EdDSA", "ES256", "RS256", "HS256")
@@ -141,6 +142,10 @@ class AccessClaims:
     roles: tuple[str, ...]
     iat: float
     exp: float
+    #: When and how the user signed in (RFC 9068 section 2.2.1; RFC 8176 values);
+    #: ``0`` / ``()`` when the token carries none.
+    auth_time: float = 0.0
+    amr: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +223,13 @@ def validate_claims(
     roles = claims.get("roles")
     if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
         raise InvalidToken("claim roles missing or malformed")
+    # Optional (tokens from before they were issued lack them); malformed is refused.
+    auth_time = _time_claim(claims, "auth_time", default=0.0)
+    if auth_time - leeway > now:
+        raise InvalidToken("auth_time in the future")
+    amr = claims.get("amr", [])
+    if not isinstance(amr, list) or not all(isinstance(v, str) for v in amr):
+        raise InvalidToken("claim amr malformed")
     return AccessClaims(
         sub=_claim_string(claims, "sub"),
         jti=_claim_string(claims, "jti"),
@@ -225,6 +237,8 @@ def validate_claims(
         roles=tuple(roles),
         iat=iat,
         exp=exp,
+        auth_time=auth_time,
+        amr=parse_amr(amr),
     )
 
 
@@ -406,10 +420,19 @@ class AccessTokens:
             cache_size=cache_size,
         )
 
-    def issue(self, user_id: str, family_id: str, roles: Sequence[str]) -> IssuedAccessToken:
-        """Sign an access token for ``user_id`` in refresh family ``family_id``."""
+    def issue(
+        self,
+        user_id: str,
+        family_id: str,
+        roles: Sequence[str],
+        *,
+        proof: SignInProof | None = None,
+    ) -> IssuedAccessToken:
+        """Sign an access token for ``user_id`` in refresh family ``family_id``, carrying
+        the family's sign-in ``proof`` as ``auth_time`` and ``amr``."""
         key = self.ring.signing_key()
         iat = int(self._clock())
+        proof = proof or UNKNOWN_PROOF
         claims = AccessClaims(
             sub=user_id,
             jti=secrets.token_urlsafe(16),
@@ -417,6 +440,8 @@ class AccessTokens:
             roles=tuple(roles),
             iat=iat,
             exp=iat + self.ttl,
+            auth_time=int(proof.auth_time),
+            amr=proof.amr,
         )
         payload = {
             "iss": self._issuer,
@@ -428,6 +453,9 @@ class AccessTokens:
             "sid": claims.sid,
             "roles": list(claims.roles),
         }
+        if claims.auth_time:
+            payload["auth_time"] = int(claims.auth_time)
+            payload["amr"] = list(claims.amr)
         token = jwt.encode(
             payload,
             key.signing_key,

@@ -82,10 +82,18 @@ def user_json(user: UserRecord) -> dict[str, Any]:
     return {"id": user.id, "email": user.email, "roles": list(user.roles)}
 
 
-def me_json(user: UserRecord, method: str) -> dict[str, Any]:
-    """The answer of ``GET /auth/me``: the user, whether its address is verified,
-    and how the caller authenticated."""
-    return {**user_json(user), "email_verified": user.email_verified, "method": method}
+def me_json(identity: Identity) -> dict[str, Any]:
+    """The answer of ``GET /auth/me``: the user, whether its address is verified, how
+    the caller authenticated, and when and how the user signed in (``auth_time`` in
+    whole seconds, ``amr`` RFC 8176 values)."""
+    user = identity.user
+    return {
+        **user_json(user),
+        "email_verified": user.email_verified,
+        "method": identity.method,
+        "auth_time": int(identity.auth_time),
+        "amr": list(identity.amr),
+    }
 
 
 def has_body(request: Request) -> bool:
@@ -185,7 +193,7 @@ async def jwks(request: Request) -> Response:
 
 async def me(request: Request) -> Response:
     identity = await authenticate(request)
-    return JSONResponse(me_json(identity.user, identity.method), headers=NO_STORE)
+    return JSONResponse(me_json(identity), headers=NO_STORE)
 
 
 async def csrf(request: Request) -> Response:

@@ -80,8 +80,9 @@ class MeEndpoint:
         self.gatepass = gatepass
         self._authenticate = gatepass.authenticator.authenticate
         self._cookie_name = session_cookie_name
-        # (user id, email, verified, roles, method) -> the encoded answer and its length.
-        self._answers: dict[tuple[str, str, bool, tuple[str, ...], str], tuple[bytes, bytes]] = {}
+        # Everything the answer holds (user id, email, verified, roles, method,
+        # auth_time, amr) -> the encoded answer and its length.
+        self._answers: dict[tuple[object, ...], tuple[bytes, bytes]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         authorization: str | None = None
@@ -109,10 +110,18 @@ class MeEndpoint:
 
     def _answer(self, identity: Identity) -> tuple[bytes, bytes]:
         user = identity.user
-        key = (user.id, user.email, user.email_verified, user.roles, identity.method)
+        key = (
+            user.id,
+            user.email,
+            user.email_verified,
+            user.roles,
+            identity.method,
+            int(identity.auth_time),
+            identity.amr,
+        )
         answer = self._answers.get(key)
         if answer is None:
-            body = _encode(me_json(user, identity.method)).encode("utf-8")
+            body = _encode(me_json(identity)).encode("utf-8")
             answer = (body, str(len(body)).encode("ascii"))
             if len(self._answers) >= BODY_CACHE_SIZE:
                 self._answers.clear()

@@ -45,7 +45,7 @@ def passkey_json(view: PasskeyView) -> dict[str, Any]:
 async def _fresh_identity(request: Request) -> tuple[Identity, dict[str, Any] | None]:
     """The caller, after the CSRF rules and the fresh sign-in check."""
     identity, fields = await mutating_identity(request)
-    gatepass(request).accounts.require_fresh(identity)
+    await gatepass(request).accounts.require_fresh(identity)
     return identity, fields
 
 

@@ -15,6 +15,7 @@ from typing import Literal, Protocol
 
 # Re-exported: stores raise it, and callers catch it from here or from gatepass.errors.
 from gatepass.errors import EmailTaken as EmailTaken
+from gatepass.freshness import SignInProof
 
 #: Hex characters of :func:`slot_tag`: 65,536 buckets, more than Redis Cluster's
 #: 16,384 slots, and too few to single out a user.
@@ -120,6 +121,10 @@ class SessionRecord:
     last_seen_at: float
     ip: str | None
     user_agent: str | None
+    #: When and how the user last proved who they are in this session
+    #: (:mod:`gatepass.freshness`; ``0`` / ``()``: unknown, never fresh).
+    auth_time: float = 0.0
+    amr: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         return f"SessionRecord(handle={self.handle!r}, user_id={self.user_id!r})"
@@ -157,6 +162,10 @@ class FamilyRecord:
     ip: str | None
     user_agent: str | None
     revoked: bool = False
+    #: As :attr:`SessionRecord.auth_time` / :attr:`SessionRecord.amr`, for the
+    #: family's access tokens.
+    auth_time: float = 0.0
+    amr: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,6 +342,12 @@ class SessionStore(Protocol):
 
     async def touch_session(self, id_hash: str, now: float) -> None: ...
 
+    async def renew_session_proof(self, id_hash: str, proof: SignInProof) -> bool:
+        """Record a new sign-in proof (``auth_time``, ``amr``) on a stored session,
+        keeping its ID (a reauthentication grants nothing new); ``False`` when the
+        session is gone."""
+        ...
+
     async def delete_session(self, id_hash: str) -> bool: ...
 
     async def delete_session_by_handle(self, user_id: str, handle: str) -> bool:
@@ -414,6 +429,11 @@ class FamilyStore(Protocol):
     async def revoke_family(self, family_id: str, now: float, user_id: str | None = None) -> bool:
         """Revoke a family (of ``user_id`` when given) and publish it on the feed;
         ``False`` when there was no such live family."""
+        ...
+
+    async def renew_family_proof(self, family_id: str, user_id: str, proof: SignInProof) -> bool:
+        """Record a new sign-in proof on a live family of ``user_id`` (its next access
+        tokens carry it); ``False`` when there is no such live family."""
         ...
 
     async def list_families(self, user_id: str, now: float) -> list[FamilyRecord]:

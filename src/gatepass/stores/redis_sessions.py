@@ -37,10 +37,11 @@ import hmac
 import json
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 from gatepass.errors import StoreUnavailable
+from gatepass.freshness import SignInProof, parse_amr
 from gatepass.stores.base import (
     SLOT_TAG_LENGTH,
     Evicted,
@@ -195,10 +196,11 @@ class StoredSession:
     credential_version: int
 
 
-def _signed_fields(record: SessionRecord, version: int) -> list[str]:
+def _signed_fields(record: SessionRecord, version: int, *, with_proof: bool = True) -> list[str]:
     """What the MAC covers: every field but last seen, which Lua moves on a touch
-    (a forged one could only stretch the idle timeout; the absolute one is covered)."""
-    return [
+    (a forged one could only stretch the idle timeout; the absolute one is covered).
+    Values written before sessions kept their sign-in proof have no proof fields."""
+    fields = [
         record.id_hash,
         record.handle,
         record.user_id,
@@ -208,6 +210,14 @@ def _signed_fields(record: SessionRecord, version: int) -> list[str]:
         record.user_agent or "",
         str(version),
     ]
+    if with_proof:
+        fields += [repr(record.auth_time), " ".join(record.amr)]
+    return fields
+
+
+#: Stored values: 9 strings before sessions kept their sign-in proof, 11 since.
+_FIELDS_BEFORE_PROOF = 9
+_FIELDS_WITH_PROOF = 11
 
 
 def _mac(key: bytes, fields: list[str]) -> str:
@@ -229,6 +239,8 @@ def _encode(record: SessionRecord, version: int, key: bytes) -> str:
             record.ip or "",
             record.user_agent or "",
             str(version),
+            repr(record.auth_time),
+            " ".join(record.amr),
             _mac(key, _signed_fields(record, version)),
         ],
         separators=(",", ":"),
@@ -241,7 +253,11 @@ def _decode(id_hash: str, raw: Any, key: bytes) -> StoredSession | None:
     :func:`_encode` wrote under ``key`` for this ``id_hash`` (never an error)."""
     try:
         fields = json.loads(_text(raw))
-        handle, user_id, csrf, created, seen, ip, user_agent, version, mac = fields
+        # Positions 1-5 are read by the Lua scripts: new fields go after them.
+        with_proof = len(fields) == _FIELDS_WITH_PROOF
+        auth_time, amr = (fields[8], fields[9]) if with_proof else ("0", "")
+        handle, user_id, csrf, created, seen, ip, user_agent, version = fields[:8]
+        mac = fields[-1] if len(fields) in (_FIELDS_WITH_PROOF, _FIELDS_BEFORE_PROOF) else ""
         record = SessionRecord(
             id_hash=id_hash,
             handle=str(handle),
@@ -251,11 +267,13 @@ def _decode(id_hash: str, raw: Any, key: bytes) -> StoredSession | None:
             last_seen_at=float(seen),
             ip=str(ip) or None,
             user_agent=str(user_agent) or None,
+            auth_time=float(auth_time),
+            amr=parse_amr(str(amr)),
         )
         stored = StoredSession(record, int(version))
     except (ValueError, TypeError):
         return None
-    expected = _mac(key, _signed_fields(record, stored.credential_version))
+    expected = _mac(key, _signed_fields(record, stored.credential_version, with_proof=with_proof))
     if not hmac.compare_digest(expected, str(mac)):
         # Written by someone without the key (or moved to another ID): not ours.
         logger.warning("a session value in redis failed its integrity check")
@@ -342,6 +360,23 @@ class RedisSessionStore:
         async with mapped():
             raw = await self._client.get(_session_prefix(_tag_of_hash(id_hash)) + id_hash)
         return _decode(id_hash, raw, key) if raw is not None else None
+
+    async def renew_session_proof(self, id_hash: str, proof: SignInProof) -> bool:
+        """Record a new sign-in proof on the session, keeping its ID and expiry.
+
+        Read, re-sealed with the MAC, and written back only if the key still
+        exists (``XX``, ``KEEPTTL``): an ended session is not brought back. A touch
+        racing this may lose its ``last_seen_at``; the next touch sets it again.
+        """
+        stored = await self.get_stored(id_hash)
+        if stored is None:
+            return False
+        record = replace(stored.record, auth_time=proof.auth_time, amr=proof.amr)
+        value = _encode(record, stored.credential_version, self._key)
+        key = _session_prefix(_tag_of_hash(id_hash)) + id_hash
+        async with mapped():
+            done = await self._client.set(key, value, xx=True, keepttl=True)
+        return bool(done)
 
     async def touch_session(self, id_hash: str, now: float) -> None:
         async with mapped():

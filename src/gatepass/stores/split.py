@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 
 from gatepass.clock import Clock
 from gatepass.errors import StoreUnavailable
+from gatepass.freshness import SignInProof
 from gatepass.stores.base import (
     Evicted,
     FamilyRecord,
@@ -236,6 +237,9 @@ class SplitStore:
             return None
         return stored.record, user
 
+    async def renew_session_proof(self, id_hash: str, proof: SignInProof) -> bool:
+        return await self.sessions.renew_session_proof(id_hash, proof)
+
     async def touch_session(self, id_hash: str, now: float) -> None:
         await self.sessions.touch_session(id_hash, now)
 
@@ -321,6 +325,9 @@ class SplitStore:
 
     async def revoke_family(self, family_id: str, now: float, user_id: str | None = None) -> bool:
         return await self.database.revoke_family(family_id, now, user_id)
+
+    async def renew_family_proof(self, family_id: str, user_id: str, proof: SignInProof) -> bool:
+        return await self.database.renew_family_proof(family_id, user_id, proof)
 
     async def list_families(self, user_id: str, now: float) -> list[FamilyRecord]:
         return await self.database.list_families(user_id, now)

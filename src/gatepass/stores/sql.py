@@ -47,6 +47,7 @@ from sqlalchemy.sql.expression import ClauseElement
 
 from gatepass.config import MAX_REFRESH_REUSE_GRACE
 from gatepass.errors import ConfigError, DuplicateRecord, StoreUnavailable
+from gatepass.freshness import SignInProof, parse_amr
 from gatepass.stores import migrations
 from gatepass.stores.base import (
     EmailTaken,
@@ -92,6 +93,9 @@ sessions = Table(
     Column("last_seen_at", Float, nullable=False),
     Column("ip", String(64)),
     Column("user_agent", String(512)),
+    # When and how the user last proved who they are (gatepass.freshness).
+    Column("auth_time", Float, nullable=False, default=0.0, server_default="0"),
+    Column("amr", String(128), nullable=False, default="", server_default=""),
     Index("ix_gatepass_sessions_user", "user_id"),
 )
 
@@ -126,6 +130,8 @@ families = Table(
     Column("ip", String(64)),
     Column("user_agent", String(512)),
     Column("revoked", Boolean, nullable=False, default=False),
+    Column("auth_time", Float, nullable=False, default=0.0, server_default="0"),
+    Column("amr", String(128), nullable=False, default="", server_default=""),
     Index("ix_gatepass_families_user", "user_id"),
 )
 
@@ -207,6 +213,8 @@ _SESSION_WITH_USER = select(
     sessions.c.last_seen_at,
     sessions.c.ip,
     sessions.c.user_agent,
+    sessions.c.auth_time,
+    sessions.c.amr,
     *_USER_COLUMNS,
 ).join(users, users.c.id == sessions.c.user_id)
 
@@ -261,6 +269,8 @@ def _family(row: Any) -> FamilyRecord:
         ip=row.ip,
         user_agent=row.user_agent,
         revoked=bool(row.revoked),
+        auth_time=row.auth_time,
+        amr=parse_amr(row.amr),
     )
 
 
@@ -279,6 +289,8 @@ def _session(row: Any) -> SessionRecord:
         last_seen_at=row.last_seen_at,
         ip=row.ip,
         user_agent=row.user_agent,
+        auth_time=row.auth_time,
+        amr=parse_amr(row.amr),
     )
 
 
@@ -302,6 +314,8 @@ def _session_values(record: SessionRecord) -> dict[str, Any]:
         "last_seen_at": record.last_seen_at,
         "ip": record.ip,
         "user_agent": _storable(record.user_agent),
+        "auth_time": record.auth_time,
+        "amr": " ".join(record.amr),
     }
 
 
@@ -755,6 +769,15 @@ class SqlStore(PasskeysSql):
                 update(sessions).where(sessions.c.id_hash == id_hash).values(last_seen_at=now)
             )
 
+    async def renew_session_proof(self, id_hash: str, proof: SignInProof) -> bool:
+        async with self._tx() as conn:
+            result = await conn.execute(
+                update(sessions)
+                .where(sessions.c.id_hash == id_hash)
+                .values(auth_time=proof.auth_time, amr=" ".join(proof.amr))
+            )
+        return bool(result.rowcount)
+
     async def delete_session(self, id_hash: str) -> bool:
         async with self._tx() as conn:
             result = await conn.execute(delete(sessions).where(sessions.c.id_hash == id_hash))
@@ -846,6 +869,8 @@ class SqlStore(PasskeysSql):
                     ip=family.ip,
                     user_agent=_storable(family.user_agent),
                     revoked=False,
+                    auth_time=family.auth_time,
+                    amr=" ".join(family.amr),
                 )
             )
             await conn.execute(
@@ -890,6 +915,19 @@ class SqlStore(PasskeysSql):
             result = await conn.execute(update(families).where(condition).values(revoked=True))
             if result.rowcount:
                 await _publish(conn, "family", [family_id], now, now)
+        return bool(result.rowcount)
+
+    async def renew_family_proof(self, family_id: str, user_id: str, proof: SignInProof) -> bool:
+        async with self._tx() as conn:
+            result = await conn.execute(
+                update(families)
+                .where(
+                    families.c.id == family_id,
+                    families.c.user_id == user_id,
+                    families.c.revoked.is_(False),
+                )
+                .values(auth_time=proof.auth_time, amr=" ".join(proof.amr))
+            )
         return bool(result.rowcount)
 
     async def list_families(self, user_id: str, now: float) -> list[FamilyRecord]:
@@ -1014,6 +1052,8 @@ _FAMILY_COLUMNS = (
     families.c.last_used_at,
     families.c.ip,
     families.c.user_agent,
+    families.c.auth_time,
+    families.c.amr,
 )
 _successor = refresh_tokens.alias("successor")
 

@@ -57,6 +57,10 @@ class VerifiedToken:
     issued_at: float
     expires_at: float
     method: Literal["bearer"] = "bearer"
+    #: When and how the user signed in (``auth_time``, RFC 8176 ``amr``): for a
+    #: "fresh sign-in" or "signed in with a second factor" check of your own.
+    auth_time: float = 0.0
+    amr: tuple[str, ...] = ()
 
 
 def bearer_token(authorization: str | None) -> str:
@@ -114,6 +118,8 @@ class _Core:
             family_id=claims.sid,
             issued_at=claims.iat,
             expires_at=claims.exp,
+            auth_time=claims.auth_time,
+            amr=claims.amr,
         )
 
 
