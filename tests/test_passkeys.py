@@ -494,7 +494,10 @@ def _shapes() -> st.SearchStrategy[Any]:
 
 
 @settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=100,
+    deadline=None,
+    # One store for all examples (a user is made once); each example awaits it.
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(credential=_shapes())
 async def test_no_credential_shape_is_anything_but_a_refusal(gp: Gatepass, credential: Any) -> None:
