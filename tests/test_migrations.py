@@ -141,6 +141,7 @@ def test_head_constant_is_the_head_of_the_shipped_history(tmp_path: Path) -> Non
     engine.dispose()
     assert script.get_heads() == [migrations.HEAD]
     assert [r.revision for r in script.walk_revisions()] == [
+        "0008",
         "0007",
         "0006",
         "0005",
@@ -331,23 +332,23 @@ def run_cli(path: Path, *args: str) -> list[str]:
 def test_db_upgrade_reports_collisions_and_is_idempotent(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     make_old_database(path)
-    assert run_cli(path, "current") == ["none (newest is 0007: run gatepass db upgrade)"]
+    assert run_cli(path, "current") == ["none (newest is 0008: run gatepass db upgrade)"]
 
     first = run_cli(path, "upgrade")
-    assert first[-1] == "database upgraded from none to 0007"
+    assert first[-1] == "database upgraded from none to 0008"
     left = first[:-1]
     assert len(left) == 3
     assert all(line.startswith("left unchanged: user u-") for line in left)
     assert any("u-twin" in line and "u-victim" in line for line in left)
     after_first = (schema_of(path), emails(path), revision_of(path))
 
-    assert run_cli(path, "upgrade") == ["database is at 0007, the newest revision"]
+    assert run_cli(path, "upgrade") == ["database is at 0008, the newest revision"]
     assert (schema_of(path), emails(path), revision_of(path)) == after_first
-    assert run_cli(path, "current") == ["0007 (newest)"]
+    assert run_cli(path, "current") == ["0008 (newest)"]
 
 
 def test_db_upgrade_of_a_new_database(tmp_path: Path) -> None:
     path = tmp_path / "new.db"
-    assert run_cli(path, "upgrade") == ["database upgraded from none to 0007"]
-    assert run_cli(path, "upgrade") == ["database is at 0007, the newest revision"]
+    assert run_cli(path, "upgrade") == ["database upgraded from none to 0008"]
+    assert run_cli(path, "upgrade") == ["database is at 0008, the newest revision"]
     assert diffs_from_metadata(path) == []

@@ -170,12 +170,12 @@ def test_postgresql_at_0001_is_rekeyed_and_collisions_are_reported_not_merged(
     runner = CliRunner()
     env = {"GATEPASS_DATABASE_URL": pg_empty_url}
     assert runner.invoke(main, ["db", "current"], env=env).stdout.splitlines() == [
-        "0001 (newest is 0007: run gatepass db upgrade)"
+        "0001 (newest is 0008: run gatepass db upgrade)"
     ]
     result = runner.invoke(main, ["db", "upgrade"], env=env)
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[-1] == "database upgraded from 0001 to 0007"
+    assert lines[-1] == "database upgraded from 0001 to 0008"
     left = lines[:-1]
     assert len(left) == 3
     assert any("u-twin" in line and "address of user u-victim" in line for line in left)
@@ -188,8 +188,8 @@ def test_postgresql_at_0001_is_rekeyed_and_collisions_are_reported_not_merged(
     assert stored["u-carol-1"] == "carol@example.com"
     assert len(stored) == len(OLD_USERS)  # nothing merged, nothing dropped
     again = runner.invoke(main, ["db", "upgrade"], env=env)
-    assert again.stdout.splitlines() == ["database is at 0007, the newest revision"]
-    assert runner.invoke(main, ["db", "current"], env=env).stdout.splitlines() == ["0007 (newest)"]
+    assert again.stdout.splitlines() == ["database is at 0008, the newest revision"]
+    assert runner.invoke(main, ["db", "current"], env=env).stdout.splitlines() == ["0008 (newest)"]
 
 
 _UPGRADE_AT = """
@@ -225,8 +225,8 @@ def test_two_db_upgrades_at_once_on_one_postgresql_both_succeed_and_migrate_once
     assert [p.returncode for p in processes] == [0, 0], outputs
     stdouts = sorted(out for out, _ in outputs)
     # One migrated (and reported the three rows); the other waited for it, found it done.
-    assert stdouts[0].splitlines() == ["database is at 0007, the newest revision"]
-    assert stdouts[1].splitlines()[-1] == "database upgraded from 0001 to 0007"
+    assert stdouts[0].splitlines() == ["database is at 0008, the newest revision"]
+    assert stdouts[1].splitlines()[-1] == "database upgraded from 0001 to 0008"
     assert stdouts[1].count("left unchanged: user u-") == 3
     assert asyncio.run(on(pg_empty_url, revision)) == migrations.HEAD
 

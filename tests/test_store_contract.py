@@ -24,12 +24,14 @@ from gatepass.stores.base import (
     EmailTaken,
     FamilyRecord,
     LinkRecord,
+    PasskeyRecord,
     PendingSignInRecord,
     RotationStatus,
     SessionLimit,
     SessionRecord,
     Store,
     UserRecord,
+    WebAuthnChallengeRecord,
 )
 from gatepass.stores.factory import store_from_settings
 from gatepass.stores.split import SplitStore
@@ -682,3 +684,190 @@ async def test_a_pending_sign_in_dies_at_its_failure_limit_or_its_expiry(
     clock.advance(300)
     assert await store.consume_pending_sign_in(late.token_hash, clock()) is None
     assert await store.prune_expired(clock(), session_idle=IDLE, session_absolute=ABSOLUTE) >= 1
+
+
+# passkeys --------------------------------------------------------------------
+
+
+def new_passkey(user: UserRecord, clock: FakeClock, **changes: object) -> PasskeyRecord:
+    record = PasskeyRecord(
+        id=secrets.token_urlsafe(16),
+        user_id=user.id,
+        credential_id=secrets.token_bytes(32),
+        public_key=b"\xa5\x01\x02\x03\x26" + secrets.token_bytes(64),
+        sign_count=0,
+        transports=("internal", "hybrid"),
+        name="Laptop",
+        created_at=clock(),
+    )
+    return replace(record, **changes)  # type: ignore[arg-type]
+
+
+def new_challenge(
+    ceremony: str, user: UserRecord | None, clock: FakeClock
+) -> WebAuthnChallengeRecord:
+    return WebAuthnChallengeRecord(
+        challenge_hash=hashlib.sha256(secrets.token_bytes(32)).hexdigest(),
+        ceremony=ceremony,
+        user_id=None if user is None else user.id,
+        expires_at=clock() + 300,
+    )
+
+
+async def test_a_stored_passkey_comes_back_whole_by_credential_id(
+    store: Store, clock: FakeClock
+) -> None:
+    user = await new_user(store, clock)
+    passkey = new_passkey(user, clock, sign_count=2**32 - 1)  # counters are unsigned 32-bit
+    await store.add_passkey(passkey)
+    assert await store.get_passkey_by_credential_id(passkey.credential_id) == passkey
+    assert await store.get_passkey_by_credential_id(secrets.token_bytes(32)) is None
+    assert await store.get_passkey_by_credential_id(b"\x00" * 2000) is None
+    assert await store.list_passkeys(user.id) == [passkey]
+    assert await store.count_passkeys(user.id) == 1
+
+
+async def test_a_credential_id_is_registered_once_across_users(
+    store: Store, clock: FakeClock
+) -> None:
+    ada, eve = await new_user(store, clock), await new_user(store, clock, "eve@example.com")
+    passkey = new_passkey(ada, clock)
+    await store.add_passkey(passkey)
+    with pytest.raises(DuplicateRecord):
+        await store.add_passkey(new_passkey(eve, clock, credential_id=passkey.credential_id))
+    assert await store.list_passkeys(eve.id) == []
+
+
+async def test_only_the_owner_renames_or_deletes_a_passkey(store: Store, clock: FakeClock) -> None:
+    ada, eve = await new_user(store, clock), await new_user(store, clock, "eve@example.com")
+    passkey = new_passkey(ada, clock)
+    await store.add_passkey(passkey)
+    assert await store.rename_passkey(eve.id, passkey.id, "Eve's") is None
+    assert await store.delete_passkey(eve.id, passkey.id) is False
+    assert await store.delete_passkey(ada.id, "nul\x00") is False
+    assert await store.rename_passkey(ada.id, "nul\x00", "x") is None
+    renamed = await store.rename_passkey(ada.id, passkey.id, "Phone")
+    assert renamed == replace(passkey, name="Phone")
+    assert await store.delete_passkey(ada.id, passkey.id) is True
+    assert await store.delete_passkey(ada.id, passkey.id) is False
+    assert await store.count_passkeys(ada.id) == 0
+
+
+async def test_a_sign_count_is_stored_only_when_it_grows(store: Store, clock: FakeClock) -> None:
+    user = await new_user(store, clock)
+    passkey = new_passkey(user, clock, sign_count=5)
+    await store.add_passkey(passkey)
+    assert await store.record_passkey_use(passkey.id, 5, clock()) is False
+    assert await store.record_passkey_use(passkey.id, 4, clock()) is False
+    assert await store.record_passkey_use(passkey.id, 0, clock()) is False
+    clock.advance(10)
+    assert await store.record_passkey_use(passkey.id, 7, clock()) is True
+    stored = await store.get_passkey_by_credential_id(passkey.credential_id)
+    assert stored is not None
+    assert (stored.sign_count, stored.last_used_at) == (7, clock())
+
+
+async def test_a_counterless_passkey_records_each_use(store: Store, clock: FakeClock) -> None:
+    user = await new_user(store, clock)
+    passkey = new_passkey(user, clock)
+    await store.add_passkey(passkey)
+    assert await store.record_passkey_use(passkey.id, 0, clock()) is True
+    clock.advance(5)
+    assert await store.record_passkey_use(passkey.id, 0, clock()) is True
+    stored = await store.get_passkey_by_credential_id(passkey.credential_id)
+    assert stored is not None
+    assert stored.last_used_at == clock()
+
+
+async def test_of_concurrent_uses_of_one_sign_count_exactly_one_is_stored(
+    store: Store, clock: FakeClock
+) -> None:
+    user = await new_user(store, clock)
+    passkey = new_passkey(user, clock, sign_count=1)
+    await store.add_passkey(passkey)
+    results = await asyncio.gather(
+        *(store.record_passkey_use(passkey.id, 2, clock()) for _ in range(10))
+    )
+    assert sorted(results) == [False] * 9 + [True]
+
+
+async def test_a_user_handle_is_made_once(store: Store, clock: FakeClock) -> None:
+    user = await new_user(store, clock)
+    assert await store.get_user_handle(user.id) is None
+    handles = await asyncio.gather(
+        *(
+            store.get_or_create_user_handle(user.id, lambda: secrets.token_bytes(32))
+            for _ in range(5)
+        )
+    )
+    assert len(set(handles)) == 1
+    assert await store.get_user_handle(user.id) == handles[0]
+
+
+async def test_of_20_concurrent_uses_of_one_challenge_exactly_one_wins(
+    store: Store, clock: FakeClock
+) -> None:
+    user = await new_user(store, clock)
+    challenge = new_challenge("mfa", user, clock)
+    await store.create_webauthn_challenge(challenge)
+    results = await asyncio.gather(
+        *(
+            store.consume_webauthn_challenge(challenge.challenge_hash, "mfa", user.id, clock())
+            for _ in range(20)
+        )
+    )
+    assert sorted(results) == [False] * 19 + [True]
+
+
+async def test_a_challenge_serves_only_its_ceremony_and_user_until_it_expires(
+    store: Store, clock: FakeClock
+) -> None:
+    ada, eve = await new_user(store, clock), await new_user(store, clock, "eve@example.com")
+    bound = new_challenge("register", ada, clock)
+    anonymous = new_challenge("login", None, clock)
+    for challenge in (bound, anonymous):
+        await store.create_webauthn_challenge(challenge)
+    assert not await store.consume_webauthn_challenge(bound.challenge_hash, "mfa", ada.id, clock())
+    assert not await store.consume_webauthn_challenge(
+        bound.challenge_hash, "register", eve.id, clock()
+    )
+    assert not await store.consume_webauthn_challenge(
+        bound.challenge_hash, "register", None, clock()
+    )
+    assert not await store.consume_webauthn_challenge(
+        anonymous.challenge_hash, "login", ada.id, clock()
+    )
+    assert not await store.consume_webauthn_challenge("nul\x00", "login", None, clock())
+    clock.advance(300)
+    assert not await store.consume_webauthn_challenge(
+        bound.challenge_hash, "register", ada.id, clock()
+    )
+    assert not await store.consume_webauthn_challenge(
+        anonymous.challenge_hash, "login", None, clock()
+    )
+
+
+async def test_expired_challenges_are_pruned(store: Store, clock: FakeClock) -> None:
+    live, old = new_challenge("login", None, clock), new_challenge("login", None, clock)
+    await store.create_webauthn_challenge(replace(old, expires_at=clock() + 10))
+    await store.create_webauthn_challenge(live)
+    clock.advance(10)
+    assert await store.prune_expired(clock(), session_idle=IDLE, session_absolute=ABSOLUTE) >= 1
+    assert await store.consume_webauthn_challenge(live.challenge_hash, "login", None, clock())
+
+
+async def test_deleting_a_user_deletes_its_passkeys_handle_and_challenges(
+    store: Store, clock: FakeClock
+) -> None:
+    user = await new_user(store, clock)
+    passkey = new_passkey(user, clock)
+    await store.add_passkey(passkey)
+    await store.get_or_create_user_handle(user.id, lambda: secrets.token_bytes(32))
+    challenge = new_challenge("register", user, clock)
+    await store.create_webauthn_challenge(challenge)
+    assert await store.delete_user(user.id, clock()) is True
+    assert await store.get_passkey_by_credential_id(passkey.credential_id) is None
+    assert await store.get_user_handle(user.id) is None
+    assert not await store.consume_webauthn_challenge(
+        challenge.challenge_hash, "register", user.id, clock()
+    )

@@ -21,6 +21,7 @@ from gatepass.keys import KeyRing, retired_key_retention
 from gatepass.mail import Mailer
 from gatepass.metrics import Metrics
 from gatepass.mfa import Factors
+from gatepass.passkeys import Passkeys
 from gatepass.passwords import PasswordHasher
 from gatepass.ratelimit import CredentialGuard, LoginThrottle, RequestLimits, throttle_counters
 from gatepass.refresh import RefreshTokens, SuccessorSeal
@@ -175,6 +176,8 @@ class Gatepass:
             clock,
             issuer_name=urlsplit(settings.effective_public_url).hostname or "gatepass",
         )
+        #: WebAuthn passkeys: registration, management, assertions (:mod:`gatepass.passkeys`).
+        self.passkeys = Passkeys(store, settings, self.metrics, clock)
 
     def __repr__(self) -> str:
         return f"Gatepass(store={self.store!r})"

@@ -95,6 +95,41 @@ class PendingSignInRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class PasskeyRecord:
+    """A stored WebAuthn credential (:mod:`gatepass.passkeys`). ``id`` is the public
+    handle clients name it by; ``credential_id`` is the authenticator's own ID and
+    ``public_key`` its COSE public key (neither is a secret, but neither is shown)."""
+
+    id: str
+    user_id: str
+    credential_id: bytes
+    public_key: bytes
+    sign_count: int
+    transports: tuple[str, ...]
+    name: str
+    created_at: float
+    last_used_at: float | None = None
+
+    def __repr__(self) -> str:
+        return f"PasskeyRecord(id={self.id!r}, user_id={self.user_id!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class WebAuthnChallengeRecord:
+    """A WebAuthn challenge the server issued: stored only as the SHA-256 of the
+    challenge, for one ``ceremony`` (``register``, ``login``, ``mfa``, ``reauth``)
+    and, unless ``user_id`` is ``None``, for that user alone."""
+
+    challenge_hash: str
+    ceremony: str
+    user_id: str | None
+    expires_at: float
+
+    def __repr__(self) -> str:
+        return f"WebAuthnChallengeRecord(ceremony={self.ceremony!r}, user_id={self.user_id!r})"
+
+
+@dataclass(frozen=True, slots=True)
 class SessionRecord:
     """A stored browser session. ``id_hash`` is SHA-256 of the secret ID, never the
     ID; its first :data:`SLOT_TAG_LENGTH` characters are the user's :func:`slot_tag`
@@ -403,8 +438,8 @@ class MaintenanceStore(Protocol):
         self, now: float, *, session_idle: float, session_absolute: float
     ) -> int:
         """Delete sessions past their idle or absolute timeout, refresh families past
-        their lifetime (with their tokens) and expired mail links; return how many
-        rows went."""
+        their lifetime (with their tokens), expired mail links and expired WebAuthn
+        challenges; return how many rows went."""
         ...
 
 
@@ -545,6 +580,56 @@ class FactorStore(Protocol):
     async def count_recovery_codes(self, user_id: str) -> int: ...
 
 
+class PasskeyStore(Protocol):
+    """WebAuthn passkeys, the users' WebAuthn user handles and the challenges issued."""
+
+    async def get_or_create_user_handle(self, user_id: str, make: Callable[[], bytes]) -> bytes:
+        """The user's WebAuthn user handle, creating it with ``make()`` once
+        (concurrent first calls agree on one value)."""
+        ...
+
+    async def get_user_handle(self, user_id: str) -> bytes | None: ...
+
+    async def create_webauthn_challenge(self, challenge: WebAuthnChallengeRecord) -> None: ...
+
+    async def consume_webauthn_challenge(
+        self, challenge_hash: str, ceremony: str, user_id: str | None, now: float
+    ) -> bool:
+        """Delete the live challenge issued for this ceremony and this user (``None``:
+        for no user) and return ``True``; of concurrent calls, one gets it. Anything
+        else (unknown, expired, other ceremony, other user) is ``False``."""
+        ...
+
+    async def add_passkey(self, passkey: PasskeyRecord) -> None:
+        """Store a passkey; :class:`~gatepass.errors.DuplicateRecord` when its
+        credential ID is registered already (to anyone)."""
+        ...
+
+    async def get_passkey_by_credential_id(self, credential_id: bytes) -> PasskeyRecord | None: ...
+
+    async def list_passkeys(self, user_id: str) -> list[PasskeyRecord]:
+        """The user's passkeys, oldest first."""
+        ...
+
+    async def count_passkeys(self, user_id: str) -> int: ...
+
+    async def rename_passkey(
+        self, user_id: str, passkey_id: str, name: str
+    ) -> PasskeyRecord | None:
+        """Rename the user's passkey; ``None`` when the user has no such passkey."""
+        ...
+
+    async def delete_passkey(self, user_id: str, passkey_id: str) -> bool:
+        """Delete the user's passkey; ``False`` when the user has no such passkey."""
+        ...
+
+    async def record_passkey_use(self, passkey_id: str, sign_count: int, now: float) -> bool:
+        """Set the signature counter to ``sign_count`` and ``last_used_at`` to ``now``,
+        only if the counter grows (or stays 0 while ``sign_count`` is 0: an
+        authenticator without a counter). ``False``: it did not (nothing written)."""
+        ...
+
+
 class TokenStore(KeyStore, FamilyStore, RevocationStore, Protocol):
     """Everything on the token side: keys, families, revocations."""
 
@@ -558,6 +643,7 @@ class Store(
     TokenStore,
     MaintenanceStore,
     FactorStore,
+    PasskeyStore,
     Protocol,
 ):
     """Everything the auth server needs from storage."""

@@ -31,6 +31,7 @@ from gatepass.stores.base import (
     Evicted,
     FamilyRecord,
     LinkRecord,
+    PasskeyRecord,
     PendingSignInRecord,
     RevocationEvent,
     RotationOutcome,
@@ -39,6 +40,7 @@ from gatepass.stores.base import (
     SigningKeyRecord,
     TotpRecord,
     UserRecord,
+    WebAuthnChallengeRecord,
 )
 from gatepass.stores.redis_connection import RedisClient
 from gatepass.stores.redis_sessions import RedisSessionStore
@@ -396,3 +398,44 @@ class SplitStore:
 
     async def count_recovery_codes(self, user_id: str) -> int:
         return await self.database.count_recovery_codes(user_id)
+
+    # passkeys ----------------------------------------------------------------
+
+    async def get_or_create_user_handle(self, user_id: str, make: Callable[[], bytes]) -> bytes:
+        return await self.database.get_or_create_user_handle(user_id, make)
+
+    async def get_user_handle(self, user_id: str) -> bytes | None:
+        return await self.database.get_user_handle(user_id)
+
+    async def create_webauthn_challenge(self, challenge: WebAuthnChallengeRecord) -> None:
+        await self.database.create_webauthn_challenge(challenge)
+
+    async def consume_webauthn_challenge(
+        self, challenge_hash: str, ceremony: str, user_id: str | None, now: float
+    ) -> bool:
+        return await self.database.consume_webauthn_challenge(
+            challenge_hash, ceremony, user_id, now
+        )
+
+    async def add_passkey(self, passkey: PasskeyRecord) -> None:
+        await self.database.add_passkey(passkey)
+
+    async def get_passkey_by_credential_id(self, credential_id: bytes) -> PasskeyRecord | None:
+        return await self.database.get_passkey_by_credential_id(credential_id)
+
+    async def list_passkeys(self, user_id: str) -> list[PasskeyRecord]:
+        return await self.database.list_passkeys(user_id)
+
+    async def count_passkeys(self, user_id: str) -> int:
+        return await self.database.count_passkeys(user_id)
+
+    async def rename_passkey(
+        self, user_id: str, passkey_id: str, name: str
+    ) -> PasskeyRecord | None:
+        return await self.database.rename_passkey(user_id, passkey_id, name)
+
+    async def delete_passkey(self, user_id: str, passkey_id: str) -> bool:
+        return await self.database.delete_passkey(user_id, passkey_id)
+
+    async def record_passkey_use(self, passkey_id: str, sign_count: int, now: float) -> bool:
+        return await self.database.record_passkey_use(passkey_id, sign_count, now)

@@ -65,6 +65,7 @@ from gatepass.stores.base import (
 )
 from gatepass.stores.sql_factors import FactorsSql
 from gatepass.stores.sql_metadata import metadata as metadata
+from gatepass.stores.sql_passkeys import PasskeysSql, prune_webauthn_challenges
 from gatepass.stores.sql_pending import PendingSignInsSql, prune_pending_sign_ins
 from gatepass.stores.sqlite_writer import SqliteWriter
 
@@ -427,7 +428,7 @@ def _driver_errors_mapped(*, duplicates: bool = True) -> Iterator[None]:
         raise StoreUnavailable(f"database error: {type(exc).__name__}") from exc
 
 
-class SqlStore(PendingSignInsSql, FactorsSql):
+class SqlStore(PendingSignInsSql, FactorsSql, PasskeysSql):
     """Users, sessions and secrets in one SQL database."""
 
     def __init__(self, url: str, *, echo: bool = False, auto_upgrade: bool = False) -> None:
@@ -1003,6 +1004,7 @@ class SqlStore(PendingSignInsSql, FactorsSql):
             gone_families = await conn.execute(delete(families).where(families.c.expires_at <= now))
             gone_links = await conn.execute(delete(links).where(links.c.expires_at <= now))
             gone_pending = await prune_pending_sign_ins(conn, now)
+            gone_challenges = await prune_webauthn_challenges(conn, now)
             # A seal serves a retry within the reuse grace and nothing after it.
             await conn.execute(
                 update(refresh_tokens)
@@ -1018,6 +1020,7 @@ class SqlStore(PendingSignInsSql, FactorsSql):
             + gone_families.rowcount
             + gone_links.rowcount
             + gone_pending
+            + gone_challenges
         )
 
     # secrets ---------------------------------------------------------------
