@@ -42,6 +42,7 @@ from gatepass.passwords import (
 from gatepass.ratelimit import CredentialGuard, LoginThrottle, RequestLimits
 from gatepass.refresh import RefreshTokens, TokenPair
 from gatepass.revocation import RevocationView
+from gatepass.second_factor import renew_proof
 from gatepass.sessions import IssuedSession, SessionManager, SessionState, session_state
 from gatepass.stores.base import Evicted, LinkRecord, Store, UserRecord
 
@@ -111,6 +112,7 @@ class Accounts:
         self._limits = limits
         self._verification = email_verification
         self._fresh_max_age = fresh_auth_max_age
+        self._needs_second_factor: Callable[[str], Awaitable[bool]] = _no_second_factor
 
     async def register(
         self, email: str, password: str, *, ip: str | None = None
@@ -175,7 +177,16 @@ class Accounts:
             user = await self._store.get_user_by_email(account) if account else None
             return user.password_hash if user else None
 
-        result = await self._throttled_verify(account or email, ip, find_user, password, device)
+        async def forgive() -> bool:
+            # A right password forgives the account's failures only when it signs
+            # in alone: with a second factor, the wrong codes stay counted until
+            # that factor is proven (else re-entering the password would reset
+            # the count and allow endless code guessing).
+            return user is None or not await self._needs_second_factor(user.id)
+
+        result = await self._throttled_verify(
+            account or email, ip, find_user, password, device, forgive=forgive
+        )
         if not result.ok or user is None:
             self._metrics.logins.labels(result="failure").inc()
             raise AuthenticationFailed(INVALID_CREDENTIALS)
@@ -216,8 +227,11 @@ class Accounts:
         stored_hash: Callable[[], Awaitable[str | None]],
         password: str,
         device: str | None,
+        *,
+        forgive: Callable[[], Awaitable[bool]] | None = None,
     ) -> VerifyResult:
-        """Verify ``password`` for ``account`` under the login throttle.
+        """Verify ``password`` for ``account`` under the login throttle. A right
+        password forgives the account's failures unless ``forgive`` says no.
 
         ``stored_hash`` is awaited inside the throttled section; ``None`` (no such
         account) costs a dummy verify, so both cases take the same time.
@@ -236,7 +250,10 @@ class Accounts:
                 result = await self._hasher.verify(known, password)
             settled = True
             if result.ok and known is not None:
-                await self._throttle.record_success(account, device)
+                if forgive is None or await forgive():
+                    await self._throttle.record_success(account, device)
+                else:
+                    await self._throttle.abandon(account, device)
                 return result
             if await self._throttle.record_failure(account, device):
                 self._metrics.lockouts.inc()
@@ -298,6 +315,16 @@ class Accounts:
         )
         await self._after_eviction(user, evicted)
         return pair
+
+    def use_second_factors(self, needs_second_factor: Callable[[str], Awaitable[bool]]) -> None:
+        """How to tell whether a user's password must be followed by a second factor
+        (set by :class:`~gatepass.core.Gatepass` once the factor modules exist)."""
+        self._needs_second_factor = needs_second_factor
+
+    @property
+    def guard(self) -> CredentialGuard:
+        """What counts a signed-in caller's own wrong passwords and codes."""
+        return self._guard
 
     def password_proof(self) -> SignInProof:
         """The proof of a password sign-in made now."""
@@ -483,6 +510,22 @@ class Accounts:
             )
             self._metrics.revocations.labels(reason="wrong_current_password").inc()
         raise AuthenticationFailed(WRONG_CURRENT_PASSWORD)
+
+    async def reauthenticate(self, identity: Identity, current_password: str) -> None:
+        """Renew ``auth_time`` of the caller's session or family after checking its
+        current password (wrong ones count against that session or family). The
+        session ID is kept: a reauthentication grants nothing the session lacked."""
+        await self.verify_current_password(identity, current_password)
+        await self.renew_sign_in(identity)
+
+    async def renew_sign_in(self, identity: Identity) -> None:
+        """Move ``auth_time`` of the caller's session or family to now (its ``amr`` and
+        session ID kept), here and in every process's session cache."""
+        await renew_proof(self._store, identity, self._clock())
+        if identity.session is not None:
+            # Cached copies hold the old auth_time: dropped here and, through the
+            # bus, in the other processes.
+            self._sessions.forget(id_hash=identity.session.id_hash)
 
     async def change_password(
         self, identity: Identity, current_password: str, new_password: str
@@ -679,6 +722,10 @@ class Accounts:
         if consume:
             return await self._store.consume_link(digest, names, self._clock())
         return await self._store.peek_link(digest, names, self._clock())
+
+
+async def _no_second_factor(user_id: str) -> bool:
+    return False
 
 
 def _valid_email(email: str) -> str:

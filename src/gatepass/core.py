@@ -26,6 +26,7 @@ from gatepass.passwords import PasswordHasher
 from gatepass.ratelimit import CredentialGuard, LoginThrottle, RequestLimits, throttle_counters
 from gatepass.refresh import RefreshTokens, SuccessorSeal
 from gatepass.revocation import RevocationView
+from gatepass.second_factor import SecondFactors
 from gatepass.sessions import SESSION_CACHE_SECONDS, CookieSigner, SessionManager, SessionPolicy
 from gatepass.stores.base import CounterStore, Store
 from gatepass.stores.factory import store_from_settings
@@ -178,6 +179,20 @@ class Gatepass:
         )
         #: WebAuthn passkeys: registration, management, assertions (:mod:`gatepass.passkeys`).
         self.passkeys = Passkeys(store, settings, self.metrics, clock)
+        #: The pending second-factor step, passwordless passkeys, reauthentication.
+        self.second_factors = SecondFactors(
+            store,
+            self.factors,
+            self.passkeys,
+            self.throttle,
+            self.accounts.guard,
+            self.devices,
+            self.metrics,
+            clock,
+            ttl=settings.mfa_token_ttl,
+            renew=self.accounts.renew_sign_in,
+        )
+        self.accounts.use_second_factors(self.second_factors.required)
 
     def __repr__(self) -> str:
         return f"Gatepass(store={self.store!r})"

@@ -129,6 +129,17 @@ class LoginThrottle:
         if refused is not None:
             raise RateLimited(_whole_seconds(refused))
 
+    async def count_ip(self, ip: str | None) -> None:
+        """Count a sign-in attempt that names no account (a passwordless passkey
+        sign-in) against ``ip``'s login limit, or raise :class:`RateLimited`."""
+        if ip is None:
+            return
+        wait = await self._counters.count_attempt(
+            ip_key(ip), self._clock(), limit=self._ip_limit, window=self._ip_window
+        )
+        if wait > 0:
+            raise RateLimited(_whole_seconds(wait))
+
     async def record_failure(self, account: str, device: str | None = None) -> bool:
         """Count a failed login; return ``True`` when it locks the account (or device)."""
         return await self._counters.fail_login(

@@ -49,7 +49,7 @@ from gatepass.integrations.asgi import (
     needs_csrf_token,
     user_of,
 )
-from gatepass.server import account_api, api, factor_api, passkey_api
+from gatepass.server import account_api, api, factor_api, mfa_api, passkey_api
 from gatepass.web import SESSION_COOKIE_SECURE, session_cookie, trusted_origins
 
 #: Names of the two security schemes in the OpenAPI document.
@@ -69,7 +69,13 @@ def auth_router() -> APIRouter:
     pages (``/login``, ``/account``) are not included: they link to fixed paths.
     """
     router = APIRouter()
-    routes = (*api.routes, *account_api.routes, *factor_api.routes, *passkey_api.routes)
+    routes = (
+        *api.routes,
+        *account_api.routes,
+        *factor_api.routes,
+        *passkey_api.routes,
+        *mfa_api.routes,
+    )
     router.routes.extend(route for route in routes if isinstance(route, Route))
     return router
 

@@ -17,6 +17,7 @@ from gatepass.errors import (
     RequestError,
     StoreUnavailable,
 )
+from gatepass.freshness import SignInProof
 from gatepass.keys import KEY_RELOAD_SECONDS
 from gatepass.metrics import CONTENT_TYPE
 from gatepass.server import pages, revocations
@@ -149,10 +150,27 @@ async def _login(request: Request, form: bool) -> Response:
     user = await gp.accounts.verify_password_login(
         body.email, body.password, ip_of(request), device_cookie=presented_device_cookie(request)
     )
+    methods = await gp.second_factors.methods(user.id)
+    if methods:
+        # The password alone grants nothing to a user with a second factor.
+        pending = await gp.second_factors.begin(user, body.client, methods)
+        if form:
+            return pages.render_second_factor(request, pending)
+        return JSONResponse(pending.as_json(), headers=NO_STORE)
+    return await grant_sign_in(request, user, body.client, gp.accounts.password_proof(), form=form)
+
+
+async def grant_sign_in(
+    request: Request, user: UserRecord, client: str, proof: SignInProof, *, form: bool = False
+) -> Response:
+    """What a finished sign-in answers (DESIGN §3): a token pair for ``mobile`` and
+    ``api``; for ``web`` a new session (whatever session the request carried dies
+    first) with its cookie, as JSON or, for an HTML form, a redirect to /account."""
+    gp = gatepass(request)
     response: Response
-    if body.client != "web":
+    if client != "web":
         pair = await gp.accounts.start_token_family(
-            user, ip=ip_of(request), user_agent=user_agent_of(request)
+            user, ip=ip_of(request), user_agent=user_agent_of(request), proof=proof
         )
         response = JSONResponse(pair.as_json(), headers=NO_STORE)
         set_device_cookie(response, gp, user.email)
@@ -162,6 +180,7 @@ async def _login(request: Request, form: bool) -> Response:
         presented_cookie=presented_session_cookie(request),
         ip=ip_of(request),
         user_agent=user_agent_of(request),
+        proof=proof,
     )
     if form:
         response = RedirectResponse(ACCOUNT_PAGE, status_code=303, headers=NO_STORE)

@@ -21,7 +21,7 @@ from gatepass.config import Settings, load_settings
 from gatepass.core import Gatepass
 from gatepass.errors import GatepassError, Overloaded, RequestError, StoreUnavailable
 from gatepass.passwords import PasswordHasher
-from gatepass.server import account_api, account_pages, api, factor_api, pages, passkey_api
+from gatepass.server import account_api, account_pages, api, factor_api, mfa_api, pages, passkey_api
 from gatepass.server.me_endpoint import MeEndpoint, is_me_request
 from gatepass.server.middleware import SecurityHeaders
 from gatepass.server.problems import problem, problem_response
@@ -127,6 +127,7 @@ def create_app(
             *api.routes,
             *account_api.routes,
             *factor_api.routes,
+            *mfa_api.routes,
             *passkey_api.routes,
             Route("/", pages.root, methods=["GET"]),
             Route("/login", pages.login_page, methods=["GET"]),

@@ -30,6 +30,7 @@ from gatepass.errors import (
     RateLimited,
     RequestError,
 )
+from gatepass.second_factor import PendingSignIn
 from gatepass.server.context import (
     authenticate,
     gatepass,
@@ -115,6 +116,37 @@ def render_login(request: Request, *, error: RequestError | Overloaded | None = 
     if isinstance(error, RequestError):
         status = error.status
     response = render_form(request, "login.html", status, error=message)
+    response.headers.update(headers)
+    return response
+
+
+def render_second_factor(
+    request: Request,
+    pending: PendingSignIn,
+    *,
+    error: RequestError | None = None,
+) -> Response:
+    """The second step of a sign-in by form: a code (TOTP or recovery code) or a
+    passkey, for the pending sign-in ``pending`` (its ``mfa_token`` goes in the form:
+    it is good for this one sign-in only, for minutes)."""
+    message = None
+    headers: dict[str, str] = {}
+    status = 200
+    if isinstance(error, RateLimited):
+        message = "Too many attempts. Try again later."
+        headers["Retry-After"] = str(error.retry_after)
+    elif error is not None:
+        message = "That code did not work. Try again."
+    if error is not None:
+        status = error.status
+    response = render_form(
+        request,
+        "second_factor.html",
+        status,
+        error=message,
+        mfa_token=pending.mfa_token,
+        methods=pending.methods,
+    )
     response.headers.update(headers)
     return response
 
