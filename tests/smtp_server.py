@@ -280,6 +280,14 @@ def link_token(message: EmailMessage) -> str:
     return parse_qs(urlsplit(link_in(message)).query)["token"][0]
 
 
+def mail_with_link(messages: list[EmailMessage], path: str) -> EmailMessage:
+    """The one message whose link goes to ``path`` (``/reset-password``): mail sent
+    after an answer may arrive in any order."""
+    found = [m for m in messages if _LINK.search(text_body(m)) and path + "?" in link_in(m)]
+    assert len(found) == 1, f"one mail with a {path} link expected, found {len(found)}"
+    return found[0]
+
+
 def link_in(message: EmailMessage) -> str:
     """The one http(s) link with ``token=`` in the text part."""
     links = set(_LINK.findall(text_body(message)))

@@ -25,7 +25,7 @@ import pytest
 from gatepass.device_names import device_name
 from tests.conftest import PASSWORD
 from tests.e2e_support import RunningServer, running_server, unavailable
-from tests.smtp_server import SmtpServer, link_in
+from tests.smtp_server import SmtpServer, link_in, mail_with_link
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -432,7 +432,7 @@ def test_sign_up_verify_sign_in_then_reset_the_password_from_the_mails(
         page.click('#forgot-form button[type="submit"]')
         expect(page.locator("#forgot-sent")).to_be_visible()
 
-        reset_link = link_in(smtp_server.wait_for(email, count=2)[1])
+        reset_link = link_in(mail_with_link(smtp_server.wait_for(email, 2), "/reset-password"))
         page.goto(reset_link)
         assert page.url == f"{mail_server.url}/reset-password"
         page.fill('#reset-form input[name="new_password"]', NEW_PASSWORD)

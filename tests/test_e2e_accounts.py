@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import PASSWORD
 from tests.e2e_support import running_server
-from tests.smtp_server import SmtpServer, link_in
+from tests.smtp_server import SmtpServer, link_in, mail_with_link
 
 pytestmark = pytest.mark.e2e
 
@@ -78,7 +78,9 @@ def test_with_smtp_a_forgotten_password_is_reset_from_the_mail(
         )
         pair = login.json()
         assert http.post("/auth/password/forgot", json={"email": address}).status_code == 202
-        verification, reset_mail = smtp_server.wait_for(address, 2)
+        mails = smtp_server.wait_for(address, 2)
+        verification = mail_with_link(mails, "/verify-email")
+        reset_mail = mail_with_link(mails, "/reset-password")
         reset = http.post(
             "/auth/password/reset",
             json={"token": token_of(reset_mail), "new_password": "an entirely new one"},

@@ -294,3 +294,41 @@ def test_reauthentication_with_a_totp_code(client: TestClient, clock: FakeClock)
     )
     assert done.status_code == 204
     assert client.post("/auth/mfa/recovery-codes", headers=headers).status_code == 200
+
+
+def test_wrong_reauthentication_codes_end_the_session_and_count_toward_the_lockout(
+    make_client: MakeClient, clock: FakeClock
+) -> None:
+    client = make_client(login_max_failures="5")
+    register(client)
+    secret, _ = enable_totp(client, clock)
+    pair = verify(client, mfa_token(client, "api"), "totp", code_at(secret, clock)).json()
+    headers = bearer(pair["access_token"])
+    clock.advance(301)
+    bad = {"method": "totp", "code": wrong(code_at(secret, clock))}
+    for _ in range(5):
+        assert client.post("/auth/reauthenticate", json=bad, headers=headers).status_code == 401
+    # The family that guessed is over, and the account is locked for clients that
+    # never signed in there (a device that did keeps its own count).
+    assert client.get("/auth/me", headers=headers).status_code == 401
+    client.cookies.clear()
+    assert password_step(client, "api").status_code == 429
+
+
+def test_a_stolen_fresh_session_cannot_guess_its_way_to_removing_totp(
+    make_client: MakeClient, clock: FakeClock
+) -> None:
+    client = make_client(login_max_failures="5")
+    register(client)
+    secret, _ = enable_totp(client, clock)
+    pair = verify(client, mfa_token(client, "api"), "totp", code_at(secret, clock)).json()
+    headers = bearer(pair["access_token"])
+    bad = {"code": wrong(code_at(secret, clock))}
+    for _ in range(5):
+        assert client.request(
+            "DELETE", "/auth/mfa/totp", json=bad, headers=headers
+        ).status_code in (
+            401,
+            422,
+        )
+    assert client.get("/auth/me", headers=headers).status_code == 401

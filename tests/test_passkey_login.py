@@ -139,3 +139,30 @@ def test_passwordless_options_are_rate_limited(make_client: Any) -> None:
     refused = client.post("/auth/passkeys/login/options")
     assert refused.status_code == 429
     assert "Retry-After" in refused.headers
+
+
+def test_a_passkey_reauthenticates_a_stale_session(client: TestClient, clock: Any) -> None:
+    device = passkey_user(client)
+    assert passwordless(client, device, "web").status_code == 200
+    csrf = client.get("/auth/csrf").json()["csrf_token"]
+    headers = {"X-CSRF-Token": csrf, "Origin": ORIGIN}
+    clock.advance(301)
+    assert client.post("/auth/passkeys/register/options", headers=headers).status_code == 403
+    options = client.post("/auth/reauthenticate/options", headers=headers)
+    assert options.status_code == 200, options.text
+    done = client.post(
+        "/auth/reauthenticate", json={"credential": device.get(options.text)}, headers=headers
+    )
+    assert done.status_code == 204
+    assert client.post("/auth/passkeys/register/options", headers=headers).status_code == 200
+
+
+def test_a_passwordless_sign_in_of_an_unverified_address_is_refused_when_mandatory(
+    make_client: Any,
+) -> None:
+    client: TestClient = make_client(email_verification="optional")
+    device = passkey_user(client)
+    strict: TestClient = make_client(email_verification="mandatory")
+    answer = passwordless(strict, device, "api")
+    assert answer.status_code == 403
+    assert answer.json()["code"] == "email_not_verified"

@@ -321,10 +321,14 @@ class Accounts:
         (set by :class:`~gatepass.core.Gatepass` once the factor modules exist)."""
         self._needs_second_factor = needs_second_factor
 
-    @property
-    def guard(self) -> CredentialGuard:
-        """What counts a signed-in caller's own wrong passwords and codes."""
-        return self._guard
+    async def check_may_sign_in(self, user: UserRecord) -> None:
+        """Refuse a sign-in by any method for an address that must be verified first
+        (mandatory verification), mailing it a fresh link within the limits."""
+        if self._verification == VERIFICATION_MANDATORY and not user.email_verified:
+            self._mail.later(
+                lambda: self._mail.send_verification(user.id, user.email), "verification"
+            )
+            raise EmailNotVerified()
 
     def password_proof(self) -> SignInProof:
         """The proof of a password sign-in made now."""
@@ -510,6 +514,33 @@ class Accounts:
             )
             self._metrics.revocations.labels(reason="wrong_current_password").inc()
         raise AuthenticationFailed(WRONG_CURRENT_PASSWORD)
+
+    async def own_attempt(self, identity: Identity, attempt: Callable[[], Awaitable[bool]]) -> bool:
+        """Run one guess by a signed-in caller (a code to reauthenticate or to remove a
+        factor) under the same per-session or per-family count as wrong current
+        passwords: after ``GATEPASS_LOGIN_MAX_FAILURES`` wrong ones the session or
+        family is ended. Returns whether ``attempt`` succeeded."""
+        credential = _credential_key(identity)
+        await self._guard.check(credential)
+        settled = False
+        try:
+            ok = await attempt()
+            settled = True
+        finally:
+            if not settled:
+                await self._guard.abandon(credential)
+        if ok:
+            await self._guard.record_success(credential)
+            return True
+        # Toward the account lockout as well, as every wrong code is (DESIGN §3.3);
+        # the lockout itself never refuses a signed-in caller's own routes.
+        if await self._throttle.record_failure(identity.user.email):
+            self._metrics.lockouts.inc()
+        if await self._guard.record_failure(credential):
+            await self.logout(identity)
+            audit.warning("too many wrong codes: %s of user %s ended", credential, identity.user.id)
+            self._metrics.revocations.labels(reason="wrong_code").inc()
+        return False
 
     async def reauthenticate(self, identity: Identity, current_password: str) -> None:
         """Renew ``auth_time`` of the caller's session or family after checking its

@@ -185,12 +185,12 @@ class Gatepass:
             self.factors,
             self.passkeys,
             self.throttle,
-            self.accounts.guard,
             self.devices,
             self.metrics,
             clock,
             ttl=settings.mfa_token_ttl,
             renew=self.accounts.renew_sign_in,
+            own_attempt=self.accounts.own_attempt,
         )
         self.accounts.use_second_factors(self.second_factors.required)
 

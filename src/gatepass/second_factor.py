@@ -27,7 +27,7 @@ from gatepass.errors import AuthenticationFailed, InvalidRequest, RateLimited
 from gatepass.freshness import HWK, OTP, PWD, USER, SignInProof
 from gatepass.links import presented_digest, token_digest
 from gatepass.metrics import Metrics
-from gatepass.ratelimit import CredentialGuard, LoginThrottle
+from gatepass.ratelimit import LoginThrottle
 from gatepass.stores.base import PendingSignInRecord, Store, UserRecord
 
 audit = logging.getLogger("gatepass.audit")
@@ -103,24 +103,24 @@ class SecondFactors:
         codes: CodeFactors,
         keys: KeyFactors,
         throttle: LoginThrottle,
-        guard: CredentialGuard,
         devices: DeviceCookies,
         metrics: Metrics,
         clock: Clock,
         *,
         ttl: int,
         renew: Callable[[Identity], Awaitable[None]],
+        own_attempt: Callable[[Identity, Callable[[], Awaitable[bool]]], Awaitable[bool]],
     ) -> None:
         self._store = store
         self._codes = codes
         self._keys = keys
         self._throttle = throttle
-        self._guard = guard
         self._devices = devices
         self._metrics = metrics
         self._clock = clock
         self._ttl = ttl
         self._renew = renew
+        self._own_attempt = own_attempt
 
     async def required(self, user_id: str) -> bool:
         """Whether ``user_id``'s password must be followed by a second factor."""
@@ -208,7 +208,6 @@ class SecondFactors:
             await self._throttle.abandon(account, device)
             raise AuthenticationFailed(DEAD_MFA_TOKEN)
         await self._throttle.record_success(account, device)
-        self._metrics.factor_events.labels(factor=method, event="used").inc()
         if method == RECOVERY_CODE:
             audit.info("recovery code used to sign in: user %s", user.id)
         # auth_time is now: the user has just finished proving who they are.
@@ -220,12 +219,10 @@ class SecondFactors:
         possession of the key and the user's PIN or biometric on it)."""
         assertion = await self._keys.authenticate(credential, ceremony="login", user_id=None)
         if not assertion.user_verified:
-            self._metrics.factor_events.labels(factor=WEBAUTHN, event="failed").inc()
             raise AuthenticationFailed()
         user = await self._store.get_user(assertion.user_id)
         if user is None:
             raise AuthenticationFailed()
-        self._metrics.factor_events.labels(factor=WEBAUTHN, event="used").inc()
         return user, SignInProof.now(self._clock(), HWK, USER)
 
     async def reauthenticate(
@@ -240,26 +237,24 @@ class SecondFactors:
         (the password route is :meth:`gatepass.accounts.Accounts.reauthenticate`).
         Wrong codes count against the caller's own session or family, as wrong
         current passwords do; the session ID is kept (nothing new is granted)."""
-        key = _credential_key(identity)
-        await self._guard.check(key)
-        settled = False
-        try:
-            chosen = WEBAUTHN if credential is not None else method or ""
-            if chosen == WEBAUTHN and credential is not None:
-                second = await self._passkey(identity.user.id, credential, ceremony="reauth")
-            elif chosen in CODE_METHODS and code is not None:
-                second = await self._code(identity.user.id, chosen, code)
-            else:
-                raise InvalidRequest("Send current_password, method and code, or credential.")
-            settled = True
-        finally:
-            if not settled:
-                await self._guard.abandon(key)
-        if second is None:
-            await self._guard.record_failure(key)
-            self._metrics.factor_events.labels(factor=chosen, event="failed").inc()
+        user_id = identity.user.id
+        if credential is not None:
+            creds = credential
+
+            async def attempt() -> bool:
+                return await self._passkey(user_id, creds, ceremony="reauth") is not None
+
+        elif method in CODE_METHODS and code is not None:
+            chosen, given = method, code
+
+            async def attempt() -> bool:
+                return await self._code(user_id, chosen, given) is not None
+
+        else:
+            raise InvalidRequest("Send current_password, method and code, or credential.")
+        # Counted per session or family (ended after too many) and toward the lockout.
+        if not await self._own_attempt(identity, attempt):
             raise AuthenticationFailed(WRONG_CODE)
-        await self._guard.record_success(key)
         await self._renew(identity)
 
     async def _live(self, mfa_token: str) -> PendingSignInRecord:
@@ -314,7 +309,6 @@ class SecondFactors:
             await self._store.fail_pending_sign_in(digest, max_failures=MAX_PENDING_FAILURES)
         if await self._throttle.record_failure(account, device):
             self._metrics.lockouts.inc()
-        self._metrics.factor_events.labels(factor=method, event="failed").inc()
         audit.info("wrong second factor (%s) for user %s", method, user_id)
 
 
@@ -330,9 +324,3 @@ async def renew_proof(store: Store, identity: Identity, now: float) -> None:
         renewed = False
     if not renewed:
         raise AuthenticationFailed()
-
-
-def _credential_key(identity: Identity) -> str:
-    if identity.session is not None:
-        return f"session:{identity.session.handle}"
-    return f"family:{identity.family_id}"

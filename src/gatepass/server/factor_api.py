@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from gatepass.authenticator import Identity
+from gatepass.errors import InvalidRequest
 from gatepass.server.api import NO_STORE, Body, Text, mutating_identity
 from gatepass.server.context import gatepass
 from gatepass.server.requests import validate
@@ -52,7 +53,21 @@ async def confirm_totp(request: Request) -> Response:
 async def remove_totp(request: Request) -> Response:
     identity, fields = await _fresh_identity(request)
     body = validate(CodeIn, fields or {})
-    await gatepass(request).factors.remove_totp(identity.user_id, body.code)
+    gp = gatepass(request)
+    refused: list[InvalidRequest] = []
+
+    async def attempt() -> bool:
+        try:
+            await gp.factors.remove_totp(identity.user_id, body.code)
+        except InvalidRequest as exc:
+            refused.append(exc)
+            return False
+        return True
+
+    # Wrong codes count against this session or family (ended after too many), so
+    # a stolen, fresh session cannot guess its way to removing the factor.
+    if not await gp.accounts.own_attempt(identity, attempt):
+        raise refused[0]
     return Response(status_code=204, headers=NO_STORE)
 
 

@@ -106,7 +106,18 @@ async def webauthn_options(request: Request) -> Response:
     fields = await read_fields(request)
     enforce_origin(request)
     body = validate(MfaTokenIn, fields)
-    return _options(await gatepass(request).second_factors.webauthn_options(body.mfa_token))
+    gp = gatepass(request)
+    # Each call stores a challenge: counted like a sign-in attempt from this client.
+    await gp.throttle.count_ip(ip_of(request))
+    return _options(await gp.second_factors.webauthn_options(body.mfa_token))
+
+
+async def reauthenticate_options(request: Request) -> Response:
+    """WebAuthn request options for reauthenticating with one of the caller's passkeys."""
+    identity, _ = await mutating_identity(request)
+    gp = gatepass(request)
+    options = await gp.passkeys.authentication_options(user_id=identity.user.id, ceremony="reauth")
+    return _options(options)
 
 
 async def factors(request: Request) -> Response:
@@ -137,6 +148,7 @@ async def passkey_login(request: Request) -> Response:
     gp = gatepass(request)
     await gp.throttle.count_ip(ip_of(request))
     user, proof = await gp.second_factors.passwordless(body.credential)
+    await gp.accounts.check_may_sign_in(user)
     return await grant_sign_in(request, user, body.client, proof)
 
 
@@ -160,4 +172,5 @@ routes: list[BaseRoute] = [
     Route("/auth/passkeys/login/options", passkey_login_options, methods=["POST"]),
     Route("/auth/passkeys/login", passkey_login, methods=["POST"]),
     Route("/auth/reauthenticate", reauthenticate, methods=["POST"]),
+    Route("/auth/reauthenticate/options", reauthenticate_options, methods=["POST"]),
 ]
