@@ -194,6 +194,10 @@ async def test_junk_refresh_tokens_cost_no_write(client: TestClient) -> None:
     assert isinstance(store, SqlStore)
     register(client)
     token_login(client)
+    # Sign-up's own mail work (its verification link) runs just after the answer:
+    # done before counting, it is not counted as the refreshes' writes.
+    assert client.portal is not None
+    client.portal.call(gp.account_mail.settle)
     writes: list[str] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
