@@ -162,12 +162,15 @@ async def account_page(request: Request) -> Response:
         return RedirectResponse("/login", status_code=303, headers=PAGE_HEADERS)
     if identity.session is None:
         return RedirectResponse("/login", status_code=303, headers=PAGE_HEADERS)
-    sessions = await gatepass(request).accounts.list_sessions(identity)
+    gp = gatepass(request)
+    sessions = await gp.accounts.list_sessions(identity)
     return render_page(
         request,
         "account.html",
         user=identity.user,
         sessions=sessions,
+        factors=await gp.factors.summary(identity.user.id),
+        passkeys=await gp.passkeys.list(identity.user.id),
         csrf_token=identity.session.csrf_token,
     )
 
