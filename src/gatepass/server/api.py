@@ -74,7 +74,7 @@ class PasswordIn(Body):
     new_password: Text
 
 
-def _iso(ts: float) -> str:
+def iso_time(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
@@ -117,6 +117,14 @@ async def mutating_identity(request: Request) -> tuple[Identity, dict[str, Any] 
         return identity, fields
     enforce_csrf(request, identity, None)
     return identity, (await read_fields(request) if has_body(request) else None)
+
+
+async def fresh_identity(request: Request) -> tuple[Identity, dict[str, Any] | None]:
+    """:func:`mutating_identity`, then the fresh sign-in check (403
+    ``reauthentication_required``) of the routes that change factors or passkeys."""
+    identity, fields = await mutating_identity(request)
+    await gatepass(request).accounts.require_fresh(identity)
+    return identity, fields
 
 
 async def register(request: Request) -> Response:
@@ -251,8 +259,8 @@ async def list_sessions(request: Request) -> Response:
             {
                 "id": v.id,
                 "kind": v.kind,
-                "created_at": _iso(v.created_at),
-                "last_seen_at": _iso(v.last_seen_at),
+                "created_at": iso_time(v.created_at),
+                "last_seen_at": iso_time(v.last_seen_at),
                 "ip": v.ip,
                 "user_agent": v.user_agent,
                 "current": v.current,

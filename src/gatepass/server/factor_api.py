@@ -11,15 +11,12 @@ for recovery codes without an active TOTP.
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from gatepass.authenticator import Identity
 from gatepass.errors import InvalidRequest
-from gatepass.server.api import NO_STORE, Body, Text, mutating_identity
+from gatepass.server.api import NO_STORE, Body, Text, fresh_identity
 from gatepass.server.context import gatepass
 from gatepass.server.requests import validate
 
@@ -28,14 +25,8 @@ class CodeIn(Body):
     code: Text
 
 
-async def _fresh_identity(request: Request) -> tuple[Identity, dict[str, Any] | None]:
-    identity, fields = await mutating_identity(request)
-    await gatepass(request).accounts.require_fresh(identity)
-    return identity, fields
-
-
 async def begin_totp(request: Request) -> Response:
-    identity, _ = await _fresh_identity(request)
+    identity, _ = await fresh_identity(request)
     setup = await gatepass(request).factors.begin_totp(identity.user)
     return JSONResponse(
         {"secret": setup.secret, "otpauth_uri": setup.otpauth_uri, "qr_svg": setup.qr_svg},
@@ -44,14 +35,14 @@ async def begin_totp(request: Request) -> Response:
 
 
 async def confirm_totp(request: Request) -> Response:
-    identity, fields = await _fresh_identity(request)
+    identity, fields = await fresh_identity(request)
     body = validate(CodeIn, fields or {})
     codes = await gatepass(request).factors.confirm_totp(identity.user_id, body.code)
     return JSONResponse({"recovery_codes": codes}, headers=NO_STORE)
 
 
 async def remove_totp(request: Request) -> Response:
-    identity, fields = await _fresh_identity(request)
+    identity, fields = await fresh_identity(request)
     body = validate(CodeIn, fields or {})
     gp = gatepass(request)
     refused: list[InvalidRequest] = []
@@ -72,7 +63,7 @@ async def remove_totp(request: Request) -> Response:
 
 
 async def regenerate_recovery_codes(request: Request) -> Response:
-    identity, _ = await _fresh_identity(request)
+    identity, _ = await fresh_identity(request)
     codes = await gatepass(request).factors.regenerate_recovery_codes(identity.user_id)
     return JSONResponse({"recovery_codes": codes}, headers=NO_STORE)
 

@@ -16,9 +16,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from gatepass.authenticator import Identity
 from gatepass.passkeys import PasskeyView
-from gatepass.server.api import NO_STORE, Body, _iso, mutating_identity
+from gatepass.server.api import NO_STORE, Body, fresh_identity, iso_time
 from gatepass.server.context import authenticate, gatepass
 from gatepass.server.requests import validate
 
@@ -37,29 +36,22 @@ def passkey_json(view: PasskeyView) -> dict[str, Any]:
     return {
         "id": view.id,
         "name": view.name,
-        "created_at": _iso(view.created_at),
-        "last_used_at": None if view.last_used_at is None else _iso(view.last_used_at),
+        "created_at": iso_time(view.created_at),
+        "last_used_at": None if view.last_used_at is None else iso_time(view.last_used_at),
     }
 
 
-async def _fresh_identity(request: Request) -> tuple[Identity, dict[str, Any] | None]:
-    """The caller, after the CSRF rules and the fresh sign-in check."""
-    identity, fields = await mutating_identity(request)
-    await gatepass(request).accounts.require_fresh(identity)
-    return identity, fields
-
-
 async def registration_options(request: Request) -> Response:
-    identity, _ = await _fresh_identity(request)
+    identity, _ = await fresh_identity(request)
     options = await gatepass(request).passkeys.registration_options(identity.user)
     return Response(options, media_type="application/json", headers=NO_STORE)
 
 
 async def register(request: Request) -> Response:
-    identity, fields = await _fresh_identity(request)
+    identity, fields = await fresh_identity(request)
     body = validate(RegisterPasskeyIn, fields or {})
     view = await gatepass(request).passkeys.register(identity.user, body.credential, body.name)
-    payload = {"id": view.id, "name": view.name, "created_at": _iso(view.created_at)}
+    payload = {"id": view.id, "name": view.name, "created_at": iso_time(view.created_at)}
     return JSONResponse(payload, status_code=201, headers=NO_STORE)
 
 
@@ -70,7 +62,7 @@ async def list_passkeys(request: Request) -> Response:
 
 
 async def rename(request: Request) -> Response:
-    identity, fields = await _fresh_identity(request)
+    identity, fields = await fresh_identity(request)
     body = validate(RenamePasskeyIn, fields or {})
     view = await gatepass(request).passkeys.rename(
         identity.user.id, request.path_params["passkey_id"], body.name
@@ -79,7 +71,7 @@ async def rename(request: Request) -> Response:
 
 
 async def delete(request: Request) -> Response:
-    identity, _ = await _fresh_identity(request)
+    identity, _ = await fresh_identity(request)
     await gatepass(request).passkeys.delete(identity.user.id, request.path_params["passkey_id"])
     return Response(status_code=204, headers=NO_STORE)
 
