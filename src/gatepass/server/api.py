@@ -75,6 +75,7 @@ class PasswordIn(Body):
 
 
 def iso_time(ts: float) -> str:
+    """An instant as the JSON answers show it: ISO 8601 in UTC, with ``Z``."""
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
