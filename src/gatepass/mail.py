@@ -250,12 +250,17 @@ class Mailer:
         message["To"] = to
         message["Subject"] = _check_header("subject", subject)
         message["Date"] = email.utils.formatdate(time.time(), usegmt=True)
-        # An explicit domain: without one make_msgid asks DNS for this host's name.
-        message["Message-ID"] = email.utils.make_msgid(domain=sender.rpartition("@")[2])
+        # Our own ID under the sender's domain: make_msgid would ask DNS for this
+        # host's name without one, and draws from the process-wide ``random`` state
+        # (shared with whatever else runs here) rather than the OS's generator.
+        message["Message-ID"] = f"<{secrets.token_hex(16)}@{sender.rpartition('@')[2]}>"
         # RFC 3834: tells auto-responders not to answer.
         message["Auto-Submitted"] = "auto-generated"
         _set_part(message, text, "plain", alternative=False)
         _set_part(message, html, "html", alternative=True)
+        # Chosen here for the same reason: the email package would draw the
+        # multipart boundary from the process-wide ``random`` state.
+        message.set_boundary(f"=_{secrets.token_hex(16)}")
         return message
 
     def submit(self, to: str, template: str, context: Mapping[str, str]) -> None:
